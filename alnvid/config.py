@@ -1,0 +1,151 @@
+"""One dataclass tree holds every setting of a run; it is saved as YAML in each run folder.
+
+Defaults are the study's protocol (clip length 16, batch 4, 300 epochs, Adam lr 1e-4, 256 px resize and
+224 px crop); `fast()` gives tiny settings for smoke runs on a laptop CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alnvid.errors import AlnvidError
+
+
+@dataclass
+class DataConfig:
+    """Where the cohort is and how videos become tensors."""
+
+    manifest: str = ""
+    cache_dir: str = ".alnvid-cache"
+    frames: int = 16
+    """Clip length T: frames sampled TSN-style over the whole loop."""
+    resize: int = 256
+    """Side of the square the cropped imaging region is resized to (and cached at)."""
+    crop_size: int = 224
+    """Side of the (random in training, centre at evaluation) crop fed to the network."""
+    input_size: int | None = None
+    """Network input side; None = the model's default (299 for InceptionV3), else the crop is rescaled."""
+    augment: bool = True
+    elastic: bool = True
+    mask_overlays: bool = True
+    """Blank burned-in annotations (text, calipers) inside the imaging region."""
+    still_frames: str = "middle"
+    """Static models without a still image: 'middle' frame of the loop, or 'all' (T frames, averaged per video at evaluation)."""
+    fold: int | None = None
+    num_folds: int = 5
+    val_fraction: float = 0.2
+    """Share of training patients held out for validation when there is neither a fold nor a 'val' split."""
+    num_workers: int = 2
+    pin_memory: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone, and optional local weights (nothing is downloaded)."""
+
+    name: str = "tin"
+    num_classes: int = 2
+    weights: str | None = None
+    channels_last: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Adam, as in the study, with optional weight decay and cosine schedule."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    """'none' (the study) or 'cosine' (annealed to 0 over the epochs)."""
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings."""
+
+    epochs: int = 300
+    batch_size: int = 4
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    seed: int = 0
+    patience: int | None = None
+    """Stop early after this many epochs without a better validation AUC (None = train all epochs)."""
+    limit_train_batches: float = 1.0
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """The whole configuration of one training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    out: str = "runs/run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from alnvid.utils import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "configuration") -> RunConfig:
+        """Build from nested dicts; unknown keys are an error (a typo must not be silently ignored)."""
+        return _from_dict(cls, values, source, prefix="")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise AlnvidError("configuration file not found", path=path, fix="check the path given to --config.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise AlnvidError(f"not valid YAML ({exc})", path=path, fix="fix the YAML syntax.") from None
+        if not isinstance(values, dict):
+            raise AlnvidError("expected a mapping of sections (data, model, optim, trainer)", path=path)
+        return cls.from_dict(values, source=str(path))
+
+
+def fast(config: RunConfig) -> RunConfig:
+    """Tiny settings for smoke runs: a few epochs of short, small clips on the CPU."""
+    config.data.frames = 8
+    config.data.resize = 80
+    config.data.crop_size = 64
+    config.data.input_size = 64
+    config.data.elastic = False
+    config.data.num_workers = 0
+    config.trainer.epochs = 3
+    config.trainer.batch_size = 4
+    return config
+
+
+def _from_dict(cls: type, values: dict[str, Any], source: str, prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise AlnvidError(
+            f"unknown setting(s) {', '.join(prefix + k for k in unknown)}",
+            path=source,
+            fix=f"valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(fields)}.",
+        )
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise AlnvidError(f"'{prefix}{name}' must be a mapping", path=source)
+            kwargs[name] = _from_dict(type(default), value, source, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
