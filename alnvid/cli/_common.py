@@ -1,0 +1,65 @@
+"""What every command shares: one console, error display without tracebacks, progress bars, JSON output."""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from alnvid.errors import AlnvidError
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Show an AlnvidError as one red message (file, problem, what to do) and exit with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AlnvidError as error:
+            errors.print(f"[bold red]Error:[/] {error.message}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            errors.print("[yellow]Interrupted.[/] Finished work is saved; rerun the same command to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable[[int, int, str], None]]:
+    """A rich progress bar driven by calls `update(done, total, item)`; silent when not enabled."""
+    if not enabled:
+        yield lambda done, total, item: None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[item]}"), TimeRemainingColumn(), console=errors, transient=True) as bar:
+        task = bar.add_task(description, total=None, item="")
+
+        def update(done: int, total: int, item: str) -> None:
+            bar.update(task, completed=done, total=total, item=item)
+
+        yield update
+
+
+def print_json(payload: Any) -> None:
+    """Machine-readable output: JSON only on stdout, NaN written as null."""
+    typer.echo(json.dumps(_finite(payload), indent=2, default=str))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

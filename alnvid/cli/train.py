@@ -1,0 +1,142 @@
+"""`alnvid fit` and `alnvid predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from alnvid.cli._common import console, print_json, progress_bar, user_errors
+from alnvid.errors import AlnvidError
+
+TRAINING_OPTIONS = {
+    "data": typer.Option(None, "--data", help="Cohort manifest CSV (patient_id, path, label[, split, site, ...])."),
+    "model": typer.Option(None, "--model", help="Backbone: tin, r2plus1d, resnet3d, r2plus1d_18, r3d_18, tsm, "
+                          "resnet50, inception_v3, vgg19, vgg19_bn (see `alnvid models`). Default tin."),
+    "frames": typer.Option(None, "--frames", help="Clip length T, frames sampled over the whole loop. Default 16."),
+    "batch_size": typer.Option(None, "--batch-size", help="Clips (or images) per batch. Default 4."),
+    "epochs": typer.Option(None, "--epochs", help="Training epochs. Default 300 (the study)."),
+    "lr": typer.Option(None, "--lr", help="Adam learning rate. Default 1e-4 (the study)."),
+    "weight_decay": typer.Option(None, "--weight-decay", help="Adam weight decay. Default 0."),
+    "schedule": typer.Option(None, "--schedule", help="Learning-rate schedule: none (the study) or cosine."),
+    "precision": typer.Option(None, "--precision", help="32-true (default), bf16-mixed or 16-mixed on a GPU."),
+    "accelerator": typer.Option(None, "--accelerator", help="auto (GPU when present, default), gpu or cpu."),
+    "devices": typer.Option(None, "--devices", help="Devices to use: auto (default), 1, 2, ..."),
+    "workers": typer.Option(None, "--workers", help="DataLoader worker processes. Default 2."),
+    "cache_dir": typer.Option(None, "--cache-dir", help="Where decoded, cropped frames are cached. "
+                              "Default .alnvid-cache."),
+    "seed": typer.Option(None, "--seed", help="Seed for splits, sampling, augmentation and initialisation. Default 0."),
+    "weights": typer.Option(None, "--weights", help="Local weights file to start from (no downloads). "
+                            "Default: random initialisation, as in the study."),
+    "channels_last": typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format "
+                                  "(faster on recent GPUs)."),
+    "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better validation AUC."),
+    "still_frames": typer.Option(None, "--still-frames", help="Static models without still images: middle frame, "
+                                 "or all (T frames, averaged per video at evaluation)."),
+    "config": typer.Option(None, "--config", help="YAML file with any of these settings (sections data, model, "
+                           "optim, trainer); command-line options win."),
+    "fast": typer.Option(False, "--fast", help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 epochs."),
+}
+
+
+def training_overrides(**options) -> dict:
+    """Map command-line options onto the configuration tree."""
+    names = {"data": "data.manifest", "model": "model.name", "frames": "data.frames",
+             "batch_size": "trainer.batch_size", "epochs": "trainer.epochs", "lr": "optim.lr",
+             "weight_decay": "optim.weight_decay", "schedule": "optim.schedule", "precision": "trainer.precision",
+             "accelerator": "trainer.accelerator", "devices": "trainer.devices", "workers": "data.num_workers",
+             "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
+             "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out"}
+    overrides = {names[k]: v for k, v in options.items() if k in names}
+    if options.get("seed") is not None:
+        overrides.update({"data.seed": options["seed"], "trainer.seed": options["seed"]})
+    return overrides
+
+
+@user_errors
+def fit(
+    data: Optional[Path] = TRAINING_OPTIONS["data"],
+    model: Optional[str] = TRAINING_OPTIONS["model"],
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints, metrics, predictions, plots."),
+    frames: Optional[int] = TRAINING_OPTIONS["frames"],
+    batch_size: Optional[int] = TRAINING_OPTIONS["batch_size"],
+    epochs: Optional[int] = TRAINING_OPTIONS["epochs"],
+    lr: Optional[float] = TRAINING_OPTIONS["lr"],
+    weight_decay: Optional[float] = TRAINING_OPTIONS["weight_decay"],
+    schedule: Optional[str] = TRAINING_OPTIONS["schedule"],
+    precision: Optional[str] = TRAINING_OPTIONS["precision"],
+    accelerator: Optional[str] = TRAINING_OPTIONS["accelerator"],
+    devices: Optional[str] = TRAINING_OPTIONS["devices"],
+    workers: Optional[int] = TRAINING_OPTIONS["workers"],
+    cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
+    seed: Optional[int] = TRAINING_OPTIONS["seed"],
+    weights: Optional[str] = TRAINING_OPTIONS["weights"],
+    channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
+    patience: Optional[int] = TRAINING_OPTIONS["patience"],
+    still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
+    config: Optional[Path] = TRAINING_OPTIONS["config"],
+    fast: bool = TRAINING_OPTIONS["fast"],
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Train one model: best and last checkpoints, per-epoch metrics, predictions and curves in --out."""
+    from alnvid.config import resolve_config
+    from alnvid.train import fit as run_fit
+
+    options = dict(locals())
+    settings = resolve_config(config, fast_settings=fast, overrides=training_overrides(**{
+        k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}))
+    if not settings.data.manifest:
+        raise AlnvidError("no cohort given", fix="pass --data manifest.csv (or `alnvid demo-data` to make one).")
+    if out is None:
+        settings.out = f"runs/{settings.model.name}"
+    settings.trainer.progress = not json_output
+    with progress_bar("Caching videos", enabled=not json_output) as update:
+        result = run_fit(settings, resume=resume, progress=update)
+    summary = {"out": str(result.out), "best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,
+               "val_auc": result.val_auc, "test_auc": result.test_auc,
+               "predictions": {k: str(v) for k, v in result.predictions.items()}}
+    if json_output:
+        print_json(summary)
+        return
+    console.print(f"[bold green]Done.[/] Run folder: {result.out}")
+    console.print(f"  best epoch {result.best_epoch + 1}, validation AUC {result.val_auc:.3f}")
+    for split, auc in result.test_auc.items():
+        console.print(f"  {split}: AUC {auc:.3f}  ({result.predictions[split]})")
+
+
+@user_errors
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="DICOM/video files, or one manifest CSV."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
+    json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+) -> None:
+    """Probability of ALN metastasis for new files, preprocessed exactly as in evaluation."""
+    import pandas as pd
+    from rich.table import Table
+
+    from alnvid.data.manifest import load_manifest
+    from alnvid.inference import load_trained, predict_table
+    from alnvid.utils import atomic_path
+
+    model = load_trained(checkpoint)
+    if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
+        table = load_manifest(inputs[0]).table
+    else:
+        table = pd.DataFrame({"patient_id": [p.stem for p in inputs], "path": [str(p) for p in inputs]})
+    with progress_bar("Predicting", enabled=not json_output) as update:
+        predictions = predict_table(model, table, progress=update)
+    if out:
+        with atomic_path(out) as tmp:
+            predictions.to_csv(tmp, index=False)
+    if json_output:
+        print_json(predictions.to_dict(orient="records"))
+        return
+    view = Table("patient_id", "file", "P(metastasis)", "call (P >= 0.5)")
+    for row in predictions.itertuples():
+        view.add_row(str(row.patient_id), Path(row.path).name, f"{row.prob:.3f}",
+                     "[red]metastasis[/]" if row.prob >= 0.5 else "[green]no metastasis[/]")
+    console.print(view)
+    if out:
+        console.print(f"Written to {out}")

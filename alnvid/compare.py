@@ -1,0 +1,143 @@
+"""Model-against-model and model-against-reader comparisons on the same test patients (the study's Tables 2-3).
+
+Video models are compared with static models by DeLong's paired test on each test split (unpaired, and said
+so, when the patient sets differ), with Holm's correction across the pairs of a split, and McNemar's test on
+accuracy (correct calls), sensitivity (calls among cases) and specificity (calls among controls).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alnvid.errors import AlnvidError
+from alnvid.runs import RunRecord
+from alnvid.stats import (STUDY_THRESHOLD, Comparison, McNemarResult, PredictionSummary, Predictions,
+                          compare_predictions, load_predictions, mcnemar, summarize_predictions)
+from alnvid.stats.predictions import ReaderCalls
+
+EVALUATED_SPLITS = ("val", "oof")
+"""Prediction sets that are not test splits: never compared across models."""
+
+
+@dataclass
+class PairResult:
+    """Model A against model B on one test split."""
+
+    split: str
+    run_a: str
+    run_b: str
+    comparison: Comparison
+    p_holm: float
+    mcnemar_accuracy: McNemarResult | None
+    mcnemar_sensitivity: McNemarResult | None
+    mcnemar_specificity: McNemarResult | None
+
+    def to_dict(self) -> dict:
+        def test(result: McNemarResult | None):
+            return None if result is None else result.to_dict()
+
+        return {"split": self.split, "a": self.run_a, "b": self.run_b, **self.comparison.to_dict(),
+                "p_holm": self.p_holm, "mcnemar_accuracy": test(self.mcnemar_accuracy),
+                "mcnemar_sensitivity": test(self.mcnemar_sensitivity),
+                "mcnemar_specificity": test(self.mcnemar_specificity)}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p values (step-down, monotone, capped at 1)."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, (m - rank) * p_values[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted.tolist()
+
+
+def select_runs(runs: list[RunRecord], selector: str) -> list[RunRecord]:
+    """Runs named by `selector`: a model family ('video', 'static'), a model name, or a run folder name."""
+    chosen = [r for r in runs if selector in (r.kind, r.model, r.name)]
+    if not chosen:
+        names = ", ".join(f"{r.name} ({r.model}, {r.kind})" for r in runs)
+        raise AlnvidError(f"no run matches '{selector}'; runs found: {names}",
+                          fix="use video, static, a model name or a run folder name.")
+    return chosen
+
+
+def compare_runs(group_a: list[RunRecord], group_b: list[RunRecord], *, n_boot: int = 2000, seed: int = 0,
+                 threshold: float = STUDY_THRESHOLD) -> list[PairResult]:
+    """Every run of group A against every run of group B on every test split both evaluated."""
+    results: list[PairResult] = []
+    for split in _test_splits(group_a + group_b):
+        pairs = [(a, b) for a in group_a for b in group_b
+                 if a.folder != b.folder and split in a.prediction_files and split in b.prediction_files]
+        comparisons = []
+        for a, b in pairs:
+            pred_a, pred_b = load_predictions(a.prediction_files[split]), load_predictions(b.prediction_files[split])
+            comparisons.append((a, b, compare_predictions(pred_a, pred_b, n_boot, seed, threshold)))
+        adjusted = holm([c.delong.p_value for _, _, c in comparisons]) if comparisons else []
+        for (a, b, comparison), p_holm in zip(comparisons, adjusted):
+            results.append(PairResult(split, a.name, b.name, comparison, p_holm,
+                                      *_mcnemar_triplet(comparison, threshold)))
+    return results
+
+
+def _mcnemar_triplet(comparison: Comparison, threshold: float):
+    if not comparison.paired:
+        return None, None, None
+    label = comparison.a.label
+    calls_a = (comparison.a.prob >= threshold).astype(int)
+    calls_b = (comparison.b.prob >= threshold).astype(int)
+    cases, controls = label == 1, label == 0
+    return (mcnemar((calls_a == label).astype(int), (calls_b == label).astype(int)),
+            mcnemar(calls_a[cases], calls_b[cases]),
+            mcnemar(calls_a[controls], calls_b[controls]))
+
+
+def _test_splits(runs: list[RunRecord]) -> list[str]:
+    splits = {s for r in runs for s in r.prediction_files if s not in EVALUATED_SPLITS}
+    return sorted(splits)
+
+
+def model_with_readers(run: RunRecord, readers: pd.DataFrame, split: str) -> Predictions:
+    """The run's predictions on `split` joined with the readers' calls (reader_<name>, reader_<name>_score)."""
+    if split not in run.prediction_files:
+        raise AlnvidError(f"run {run.name} has no predictions for split '{split}'", path=run.folder)
+    model = load_predictions(run.prediction_files[split])
+    names = [c[len("reader_"):] for c in readers.columns if c.startswith("reader_") and not c.endswith("_score")]
+    if not names:
+        raise AlnvidError("no reader_<name> columns with sonographers' calls",
+                          fix="add reader_<name> (0/1) and optionally reader_<name>_score columns per patient.")
+    table = readers.drop_duplicates("patient_id").set_index("patient_id")
+    missing = [p for p in model.patient_id if p not in table.index or table.loc[p, f"reader_{names[0]}"] in ("", None)]
+    if missing:
+        raise AlnvidError(f"{len(missing)} patient(s) of {split} have no reader calls (e.g. {missing[0]})",
+                          fix=f"give every {split} patient's reader calls, or compare on the split that has them.")
+    calls = {}
+    for name in names:
+        decision = table.loc[model.patient_id, f"reader_{name}"].astype(float).astype(int).to_numpy()
+        score_column = f"reader_{name}_score"
+        score = (table.loc[model.patient_id, score_column].astype(float).to_numpy()
+                 if score_column in table.columns else None)
+        calls[name] = ReaderCalls(name, decision, score)
+    return Predictions(model.path, model.patient_id, model.label, model.prob, model.split, calls)
+
+
+def compare_with_readers(run: RunRecord, readers: pd.DataFrame, split: str, *, n_boot: int = 2000,
+                         seed: int = 0) -> PredictionSummary:
+    """Each reader's metrics and AUC, the model against each reader, and agreement between readers."""
+    return summarize_predictions(model_with_readers(run, readers, split), n_boot, seed)
+
+
+def readers_table(manifest: str | Path) -> pd.DataFrame:
+    """patient_id and reader columns of a manifest (or any CSV with those columns)."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise AlnvidError("readers file not found", path=path, fix="give the manifest or a CSV of reader calls.")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "patient_id" not in table.columns:
+        raise AlnvidError("no patient_id column", path=path, fix="the readers CSV needs patient_id.")
+    return table[["patient_id", *[c for c in table.columns if c.startswith("reader_")]]]

@@ -1,0 +1,101 @@
+"""Decode, crop and resize each video once; later epochs read uint8 frames from a memory-mapped `.npy` file.
+
+Entries are keyed by the file's content hash and the preprocessing parameters, so renaming a file keeps its
+entry and changing the crop or size makes a new one. Writes are atomic (temporary file + rename): two
+processes filling the cache at once both succeed and leave one complete entry.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from alnvid.data.crop import Box, imaging_region, mask_static_overlays
+from alnvid.io import content_hash, read_video
+from alnvid.utils import atomic_path, atomic_write_text
+
+CACHE_FORMAT = 1
+"""Bump when preprocessing changes meaning, so old entries are not reused."""
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """A video ready for sampling: `frames` is (F, size, size, 3) uint8, often a read-only memory map."""
+
+    frames: np.ndarray
+    box: Box
+    source_height: int
+    source_width: int
+    frame_time_ms: float | None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def preprocess_video(
+    path: str | Path, size: int, *, box: Box | None = None, mask_overlays: bool = True
+) -> Preprocessed:
+    """Read a file, crop it to the imaging region (detected unless `box` is given) and resize to size×size."""
+    video = read_video(path)
+    region = (box or imaging_region(video)).clip(video.meta.width, video.meta.height)
+    frames = video.frames
+    if mask_overlays:
+        frames = mask_static_overlays(frames, region)
+    cropped = frames[:, region.y0 : region.y1, region.x0 : region.x1]
+    resized = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in cropped])
+    return Preprocessed(resized, region, video.meta.height, video.meta.width, video.meta.frame_time_ms)
+
+
+class PreprocessCache:
+    """Content-addressed store of preprocessed videos under `root`."""
+
+    def __init__(self, root: str | Path, size: int = 256, *, mask_overlays: bool = True):
+        self.root = Path(root)
+        self.size = size
+        self.mask_overlays = mask_overlays
+        self.decoded = 0
+        """How many files this process has decoded (a warm cache decodes none)."""
+        self._hashes: dict[tuple[str, int, int], str] = {}
+
+    def load(self, path: str | Path, *, box: Box | None = None) -> Preprocessed:
+        """The preprocessed video, from the cache when present, else decoded and stored."""
+        entry = self._entry(Path(path), box)
+        array_path, info_path = entry.with_suffix(".npy"), entry.with_suffix(".json")
+        if info_path.is_file() and array_path.is_file():
+            info = json.loads(info_path.read_text())
+            frames = np.load(array_path, mmap_mode="r")
+            return Preprocessed(frames, Box(**info["box"]), info["source_height"], info["source_width"],
+                                info["frame_time_ms"])
+        result = preprocess_video(path, self.size, box=box, mask_overlays=self.mask_overlays)
+        self.decoded += 1
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(array_path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(result.frames))
+        info = {"box": asdict(result.box), "source_height": result.source_height,
+                "source_width": result.source_width, "frame_time_ms": result.frame_time_ms}
+        atomic_write_text(info_path, json.dumps(info))
+        return result
+
+    def _entry(self, path: Path, box: Box | None) -> Path:
+        stat = path.stat() if path.exists() else None
+        memo_key = (str(path), stat.st_size, stat.st_mtime_ns) if stat else None
+        digest = self._hashes.get(memo_key) if memo_key else None
+        if digest is None:
+            digest = content_hash(path)
+            if memo_key:
+                self._hashes[memo_key] = digest
+        params = f"{CACHE_FORMAT}|{self.size}|{self.mask_overlays}|{box}"
+        key = hashlib.sha256(f"{digest}|{params}".encode()).hexdigest()[:32]
+        return self.root / key[:2] / key
+
+
+def default_cache_dir() -> Path:
+    """`$ALNVID_CACHE` if set, else `.alnvid-cache` in the working directory."""
+    return Path(os.environ.get("ALNVID_CACHE", ".alnvid-cache"))

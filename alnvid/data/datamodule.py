@@ -1,0 +1,191 @@
+"""LightningDataModules for video clips and still frames of a validated cohort manifest.
+
+Both share one splitting rule: a given `fold` of a patient-grouped, label-stratified k-fold over the
+development rows (split train/val), else the manifest's `val` split, else a grouped hold-out of the training
+patients. Every `test_*` split becomes its own test dataloader, in manifest order (`test_split_names`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from alnvid.config import DataConfig
+from alnvid.data.cache import PreprocessCache, Preprocessed
+from alnvid.data.crop import Box
+from alnvid.data.folds import holdout, patient_folds
+from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
+from alnvid.data.sampling import segment_indices
+from alnvid.data.transforms import apply_to_clip, clip_transform
+from alnvid.errors import AlnvidError
+
+ProgressFn = Callable[[int, int, str], None]
+"""Called as progress(done, total, description) while the cache is filled."""
+
+
+class _CohortDataset(Dataset):
+    """Shared row bookkeeping: each item carries its patient, label and manifest line."""
+
+    def __init__(self, rows: pd.DataFrame, cache: PreprocessCache, config: DataConfig, input_size: int, train: bool):
+        self.rows = rows.reset_index(drop=True)
+        self.cache = cache
+        self.config = config
+        self.train = train
+        self.transform = clip_transform(config.crop_size, input_size, train=train and config.augment,
+                                        elastic=config.elastic)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _video(self, row: pd.Series) -> Preprocessed:
+        box = row.get("crop_box", "")
+        return self.cache.load(row["path"], box=Box.from_string(box) if box else None)
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+
+    def _item(self, row: pd.Series, x: torch.Tensor, frame_indices: np.ndarray) -> dict:
+        return {"x": x, "label": int(row["label"]), "patient_id": str(row["patient_id"]),
+                "line": int(row["line"]), "frame_indices": torch.as_tensor(frame_indices)}
+
+
+class ClipDataset(_CohortDataset):
+    """One clip of T frames per video, as (3, T, H, W) in [0, 1]."""
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows.iloc[index]
+        video = self._video(row)
+        indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
+                                  rng=self._rng())
+        return self._item(row, apply_to_clip(self.transform, video.frames[indices]), indices)
+
+
+class StillDataset(_CohortDataset):
+    """Static images: the manifest's `still_path`, else keyframes from the video.
+
+    `still_frames='middle'` takes the loop's middle frame; `'all'` takes a random frame per epoch in training
+    and T evenly spaced frames at evaluation, shaped (T, 3, H, W), whose probabilities the model averages into
+    one per video. Items are (3, H, W) otherwise.
+    """
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows.iloc[index]
+        still = row.get("still_path", "")
+        video = self.cache.load(still) if still else self._video(row)
+        every_frame = self.config.still_frames == "all" and not still
+        if every_frame and self.train:
+            indices = self._rng().integers(0, video.n_frames, size=1)
+        elif every_frame:
+            indices = segment_indices(video.n_frames, self.config.frames, random=False)
+        else:
+            indices = np.array([video.n_frames // 2])
+        frames = apply_to_clip(self.transform, video.frames[indices]).permute(1, 0, 2, 3)  # (K, 3, H, W)
+        if self.config.still_frames == "all" and not self.train:
+            frames = frames.expand(self.config.frames, -1, -1, -1) if len(indices) == 1 else frames
+            return self._item(row, frames.contiguous(), np.resize(indices, self.config.frames))
+        return self._item(row, frames[0], indices)
+
+
+class CohortDataModule(L.LightningDataModule):
+    """Splits a manifest into train / validation / test sets and serves them from the preprocessing cache."""
+
+    dataset_class: type[_CohortDataset] = ClipDataset
+
+    def __init__(
+        self,
+        manifest: Manifest | str | Path,
+        config: DataConfig,
+        *,
+        batch_size: int = 4,
+        input_size: int | None = None,
+        progress: ProgressFn | None = None,
+    ):
+        super().__init__()
+        self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        self.config = config
+        self.batch_size = batch_size
+        self.input_size = input_size or config.input_size or config.crop_size
+        self.progress = progress
+        self.cache = PreprocessCache(config.cache_dir, config.resize, mask_overlays=config.mask_overlays)
+        self.train_rows, self.val_rows = development_split(self.manifest, config)
+        self.test_rows = {split: self.manifest.rows(split) for split in self.manifest.test_splits}
+
+    @property
+    def test_split_names(self) -> list[str]:
+        return list(self.test_rows)
+
+    def prepare_data(self) -> None:
+        """Decode every file once into the cache, before training, so bad files fail early and clearly."""
+        files = list(self.manifest.table["path"])
+        if "still_path" in self.manifest.table.columns:
+            files += [p for p in self.manifest.table["still_path"] if p]
+        table = self.manifest.table
+        boxes = dict(zip(table["path"], table["crop_box"])) if "crop_box" in table.columns else {}
+        for done, file in enumerate(files):
+            box = boxes.get(file, "")
+            self.cache.load(file, box=Box.from_string(box) if box else None)
+            if self.progress:
+                self.progress(done + 1, len(files), Path(file).name)
+
+    def dataset(self, rows: pd.DataFrame, *, train: bool) -> _CohortDataset:
+        return self.dataset_class(rows, self.cache, self.config, self.input_size, train)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset(self.train_rows, train=True), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset(self.val_rows, train=False))
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.dataset(rows, train=False)) for rows in self.test_rows.values()]
+
+    def split_dataloader(self, split: str) -> DataLoader:
+        """Evaluation loader of any named split ('train', 'val', 'test_a', ...)."""
+        rows = {"train": self.train_rows, "val": self.val_rows, **self.test_rows}.get(split)
+        if rows is None:
+            rows = self.manifest.rows(split)
+        return self._loader(self.dataset(rows, train=False))
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+            num_workers=workers,
+            pin_memory=self.config.pin_memory and torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )
+
+
+class VideoDataModule(CohortDataModule):
+    """Clips of T frames for the video models (TIN, R(2+1)D, ResNet-3D)."""
+
+    dataset_class = ClipDataset
+
+
+class StillDataModule(CohortDataModule):
+    """Still images for the static models (ResNet50, InceptionV3, VGG19)."""
+
+    dataset_class = StillDataset
+
+
+def development_split(manifest: Manifest, config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation rows of the development set (splits train and val)."""
+    development = manifest.rows(list(TRAIN_SPLITS))
+    if config.fold is not None:
+        if not 0 <= config.fold < config.num_folds:
+            raise AlnvidError(f"fold {config.fold} is outside 0..{config.num_folds - 1}")
+        folds = patient_folds(development, config.num_folds, config.seed)
+        is_val = folds == config.fold
+    elif (development["split"] == "val").any():
+        is_val = (development["split"] == "val").to_numpy()
+    else:
+        is_val = holdout(development, config.val_fraction, config.seed)
+    return development[~is_val].reset_index(drop=True), development[is_val].reset_index(drop=True)

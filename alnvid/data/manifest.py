@@ -1,0 +1,224 @@
+"""The cohort manifest: one CSV row per video, validated up front so that training never starts on bad data.
+
+Columns: `patient_id`, `path` (video, relative to the manifest's folder or absolute), `label` (0/1; 1 = ALN
+metastasis) are required. Optional: `split` (train / val / test_a / test_b / any `test_*`; empty = train, used for
+cross-validation), `site`, `still_path` (a separate static image), `crop_box` ("x0,y0,x1,y1" in pixels, overrides
+the automatic imaging-region detection), `reader_<name>` (0/1 sonographer calls) and `reader_<name>_score`
+(ordinal), and any clinical columns (age, tumour size, BI-RADS, ...).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from alnvid.errors import ManifestError
+
+REQUIRED_COLUMNS = ("patient_id", "path", "label")
+TRAIN_SPLITS = ("train", "val")
+DICOM_SUFFIXES = (".dcm", ".dicom", "")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated cohort: `table` has absolute `path`/`still_path` and a normalised `split` column."""
+
+    path: Path
+    table: pd.DataFrame
+    sha256: str
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.table["split"].unique(), key=_split_order)
+
+    @property
+    def test_splits(self) -> list[str]:
+        return [s for s in self.splits if s not in TRAIN_SPLITS]
+
+    @property
+    def reader_names(self) -> list[str]:
+        return reader_names(self.table.columns)
+
+    def rows(self, split: str | list[str]) -> pd.DataFrame:
+        wanted = [split] if isinstance(split, str) else split
+        return self.table[self.table["split"].isin(wanted)].reset_index(drop=True)
+
+
+@dataclass
+class ManifestCheck:
+    """What `alnvid cohort check` shows: counts per split/site/label and every problem found."""
+
+    path: Path
+    table: pd.DataFrame | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> pd.DataFrame:
+        """Videos and patients per split, site and label."""
+        if self.table is None or self.table.empty:
+            return pd.DataFrame(columns=["split", "site", "label", "videos", "patients"])
+        grouped = self.table.groupby(["split", "site", "label"], dropna=False)
+        counts = grouped.agg(videos=("path", "size"), patients=("patient_id", "nunique")).reset_index()
+        counts["order"] = counts["split"].map(_split_order)
+        return counts.sort_values(["order", "site", "label"]).drop(columns="order").reset_index(drop=True)
+
+
+def reader_names(columns) -> list[str]:
+    """Sonographer names from `reader_<name>` decision columns (not the `_score` ones)."""
+    return [c[len("reader_"):] for c in columns if c.startswith("reader_") and not c.endswith("_score")]
+
+
+def check_manifest(path: str | Path, *, check_files: bool = True) -> ManifestCheck:
+    """Read and validate a manifest, collecting every problem instead of stopping at the first."""
+    path = Path(path)
+    if not path.is_file():
+        return ManifestCheck(path, None, [f"manifest not found: {path}"])
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        return ManifestCheck(path, None, [f"not a readable CSV file ({type(exc).__name__}: {exc})"])
+    raw.columns = [c.strip() for c in raw.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        return ManifestCheck(
+            path,
+            None,
+            [f"missing required column(s) {', '.join(missing)}; found: {', '.join(raw.columns)}. "
+             "Rename the columns or convert with `alnvid cohort import --column ours=theirs`."],
+        )
+    table, problems = _normalise(raw, path.parent)
+    if check_files:
+        problems += _file_problems(table)
+    problems += _cohort_problems(table)
+    return ManifestCheck(path, table, problems)
+
+
+def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
+    """Validate and load a manifest; raise `ManifestError` listing every problem at once."""
+    check = check_manifest(path, check_files=check_files)
+    if not check.ok:
+        raise ManifestError(check.problems, path=path)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Manifest(Path(path).resolve(), check.table, digest)
+
+
+def _normalise(raw: pd.DataFrame, base: Path) -> tuple[pd.DataFrame, list[str]]:
+    problems: list[str] = []
+    table = raw.copy()
+    for column in table.columns:
+        table[column] = table[column].str.strip()
+    line = table.index + 2  # CSV line numbers (header is line 1)
+
+    bad_id = table["patient_id"] == ""
+    for n in line[bad_id]:
+        problems.append(f"line {n}: empty patient_id")
+
+    labels = table["label"].map({"0": 0, "1": 1, "0.0": 0, "1.0": 1})
+    for n, value in zip(line[labels.isna()], table["label"][labels.isna()]):
+        problems.append(f"line {n}: label '{value}' is not 0 or 1 (1 = metastasis, 0 = no metastasis)")
+    table["label"] = labels.fillna(-1).astype(int)
+
+    if "split" not in table.columns:
+        table["split"] = "train"
+    table["split"] = table["split"].str.lower().replace("", "train")
+    bad_split = ~table["split"].map(lambda s: s in TRAIN_SPLITS or s.startswith("test"))
+    for n, value in zip(line[bad_split], table["split"][bad_split]):
+        problems.append(f"line {n}: split '{value}' is unknown; use train, val, test_a, test_b (or any test_*)")
+
+    if "site" not in table.columns:
+        table["site"] = ""
+    table["path"] = [_resolve(p, base) for p in table["path"]]
+    if "still_path" in table.columns:
+        table["still_path"] = [_resolve(p, base) if p else "" for p in table["still_path"]]
+    if "crop_box" in table.columns:
+        for n, value in zip(line, table["crop_box"]):
+            if value and not _valid_box(value):
+                problems.append(f"line {n}: crop_box '{value}' must be 'x0,y0,x1,y1' with x0 < x1 and y0 < y1")
+    table["line"] = line
+    return table.reset_index(drop=True), problems
+
+
+def _file_problems(table: pd.DataFrame) -> list[str]:
+    problems = []
+    for n, column, value in _file_cells(table):
+        file = Path(value)
+        if not file.is_file():
+            problems.append(f"line {n}: {column} not found: {file}")
+        elif file.stat().st_size == 0:
+            problems.append(f"line {n}: {column} is an empty file: {file}")
+        elif file.suffix.lower() in DICOM_SUFFIXES and not _dicom_header_readable(file):
+            problems.append(f"line {n}: {column} is not a readable DICOM file: {file}")
+    return problems
+
+
+def _file_cells(table: pd.DataFrame):
+    for column in ("path", "still_path"):
+        if column in table.columns:
+            for n, value in zip(table["line"], table[column]):
+                if value:
+                    yield n, column, value
+
+
+def _dicom_header_readable(file: Path) -> bool:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        pydicom.dcmread(file, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return False
+    return True
+
+
+def _cohort_problems(table: pd.DataFrame) -> list[str]:
+    problems = []
+    duplicated = table[table.duplicated(["path"], keep=False)]
+    for path, rows in duplicated.groupby("path"):
+        problems.append(f"lines {_lines(rows)}: the same video is listed twice: {path}")
+    for patient, rows in table.groupby("patient_id"):
+        if patient == "":
+            continue
+        splits = sorted(rows["split"].unique())
+        if len(splits) > 1:
+            problems.append(
+                f"lines {_lines(rows)}: patient {patient} is in several splits ({', '.join(splits)}); "
+                "a patient must be in one split only, or the test set leaks into training"
+            )
+        if rows["label"].nunique() > 1:
+            problems.append(f"lines {_lines(rows)}: patient {patient} has different labels")
+    for split, rows in table.groupby("split"):
+        labels = set(rows["label"]) - {-1}
+        if len(labels) == 1:
+            problems.append(
+                f"split '{split}' has only class {labels.pop()} ({len(rows)} videos): AUC, sensitivity and "
+                "specificity need both classes; move patients between splits or merge the split"
+            )
+    return problems
+
+
+def _lines(rows: pd.DataFrame) -> str:
+    return ", ".join(str(n) for n in rows["line"])
+
+
+def _resolve(value: str, base: Path) -> str:
+    if not value:
+        return ""
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _valid_box(value: str) -> bool:
+    try:
+        x0, y0, x1, y1 = (int(float(v)) for v in value.split(","))
+    except ValueError:
+        return False
+    return 0 <= x0 < x1 and 0 <= y0 < y1
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    return ({"train": 0, "val": 1}.get(split, 2), split)

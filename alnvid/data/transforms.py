@@ -1,0 +1,32 @@
+"""The study's augmentation, applied with identical parameters to every frame of a clip.
+
+Training: random horizontal flip, elastic transform, random crop (resize -> crop, e.g. 256 -> 224);
+evaluation: centre crop. Then optional rescale to the network's input side and scaling to [0, 1].
+albumentations' `images=` target draws one set of random parameters for the whole stack of frames.
+"""
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+
+
+def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elastic: bool = True) -> A.Compose:
+    """The albumentations pipeline for one clip (or one still image)."""
+    steps: list[A.BasicTransform] = []
+    if train:
+        steps.append(A.HorizontalFlip(p=0.5))
+        if elastic:
+            steps.append(A.ElasticTransform(alpha=30.0, sigma=6.0, p=0.5))
+        steps.append(A.RandomCrop(crop_size, crop_size))
+    else:
+        steps.append(A.CenterCrop(crop_size, crop_size))
+    if input_size and input_size != crop_size:
+        steps.append(A.Resize(input_size, input_size))
+    return A.Compose(steps)
+
+
+def apply_to_clip(transform: A.Compose, frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, h, w) float in [0, 1], every frame transformed alike."""
+    out = transform(images=np.ascontiguousarray(frames))["images"]
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(3, 0, 1, 2).float().div_(255.0)

@@ -1,0 +1,103 @@
+"""Use a trained run on new files: the same crop, resize, sampling and scaling as at evaluation in training."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from alnvid.config import RunConfig
+from alnvid.data.cache import PreprocessCache, Preprocessed
+from alnvid.data.crop import Box
+from alnvid.data.sampling import segment_indices
+from alnvid.data.transforms import apply_to_clip, clip_transform
+from alnvid.errors import AlnvidError
+from alnvid.models.module import ALNClassifier
+from alnvid.models.registry import ModelSpec
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint with the configuration of the run that made it."""
+
+    module: ALNClassifier
+    config: RunConfig
+    checkpoint: Path
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.module.spec
+
+    @property
+    def input_size(self) -> int:
+        return max(self.config.data.input_size or self.spec.input_size, self.spec.min_input_size)
+
+
+@dataclass
+class FilePrediction:
+    """P(metastasis) for one file, with the frames of the original loop that the model saw."""
+
+    path: Path
+    prob: float
+    frame_indices: np.ndarray
+    video: Preprocessed
+
+
+def load_trained(checkpoint: str | Path, *, device: str = "cpu") -> TrainedModel:
+    """Load a checkpoint and the config.yaml of its run folder (checkpoints/../config.yaml)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise AlnvidError("checkpoint not found", path=checkpoint,
+                          fix="give a run's checkpoints/best.ckpt (written by `alnvid fit` or `alnvid cv`).")
+    config_file = checkpoint.parent.parent / "config.yaml"
+    try:
+        module = ALNClassifier.load_from_checkpoint(checkpoint, map_location=device, weights=None)
+    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
+        raise AlnvidError(f"not a readable alnvid checkpoint ({type(exc).__name__})", path=checkpoint,
+                          fix="check the file is complete; a crashed run keeps checkpoints/last.ckpt.") from None
+    config = RunConfig.load(config_file) if config_file.is_file() else RunConfig()
+    config.data.frames = module.hparams.num_frames
+    return TrainedModel(module.eval().to(device), config, checkpoint)
+
+
+def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
+    """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds."""
+    data = model.config.data
+    transform = clip_transform(data.crop_size, model.input_size, train=False)
+    if model.spec.input_kind == "clip" or data.still_frames == "all":
+        indices = segment_indices(video.n_frames, data.frames, random=False)
+    else:
+        indices = np.array([video.n_frames // 2])
+    clip = apply_to_clip(transform, video.frames[indices])  # (3, T, H, W)
+    if model.spec.input_kind == "image":
+        clip = clip.permute(1, 0, 2, 3)  # (K, 3, H, W): K frames averaged by the module
+    return clip.unsqueeze(0), indices
+
+
+def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = None,
+                 cache: PreprocessCache | None = None) -> FilePrediction:
+    """Probability of metastasis for one DICOM or video file."""
+    data = model.config.data
+    cache = cache or PreprocessCache(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+    video = cache.load(path, box=box)
+    x, indices = prepare_input(model, video)
+    with torch.no_grad():
+        prob = float(model.module.class_probabilities(x.to(model.module.device))[0, 1])
+    return FilePrediction(Path(path), prob, indices, video)
+
+
+def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd.DataFrame:
+    """Predict every row of a manifest table (patient_id, path[, label, crop_box]) into patient_id, path, prob."""
+    data = model.config.data
+    cache = PreprocessCache(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+    rows = []
+    for done, row in enumerate(table.itertuples(index=False)):
+        box = getattr(row, "crop_box", "")
+        result = predict_file(model, row.path, box=Box.from_string(box) if box else None, cache=cache)
+        rows.append({"patient_id": row.patient_id, "path": row.path, "label": getattr(row, "label", None),
+                     "prob": result.prob})
+        if progress:
+            progress(done + 1, len(table), Path(row.path).name)
+    return pd.DataFrame(rows)

@@ -1,0 +1,136 @@
+"""`ALNClassifier`: one LightningModule for every backbone (the study's protocol: cross-entropy, Adam 1e-4).
+
+It predicts P(metastasis) = softmax(logits)[:, 1]. A static model given several frames of one video
+(input (B, K, 3, H, W)) averages the K frame probabilities into one per video. Each evaluation epoch's
+predictions are kept in `epoch_outputs[stage]` (stage = "val" or a test split name) as
+(patient_id, label, prob) tuples, for callbacks (bootstrap CIs, Grad-CAM export) and for the run's CSVs.
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import binary_accuracy, binary_auroc
+
+from alnvid.models.registry import build_model, get_model_spec
+
+
+class ALNClassifier(L.LightningModule):
+    """Binary ALN-metastasis classifier around a registered backbone."""
+
+    def __init__(
+        self,
+        model_name: str = "tin",
+        num_classes: int = 2,
+        num_frames: int = 16,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        schedule: str = "none",
+        epochs: int = 300,
+        weights: str | None = None,
+        channels_last: bool = False,
+        aux_loss_weight: float = 0.4,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = get_model_spec(model_name)
+        self.model = build_model(model_name, num_classes=num_classes, num_frames=num_frames, weights=weights)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.test_split_names: list[str] = []
+        self.epoch_outputs: dict[str, list[tuple[str, int, float]]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) for a batch of clips (B, 3, T, H, W) or images (B, 3, H, W)."""
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        return out.logits if hasattr(out, "logits") else out
+
+    def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, classes); several frames per item (B, K, 3, H, W) are averaged."""
+        if self.spec.input_kind == "image" and x.dim() == 5:
+            b, k = x.shape[:2]
+            return self(x.flatten(0, 1)).float().softmax(-1).view(b, k, -1).mean(1)
+        return self(x).float().softmax(-1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x, y = batch["x"], batch["label"]
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        if hasattr(out, "aux_logits"):  # InceptionV3 in training: main + auxiliary classifier
+            logits = out.logits
+            loss = F.cross_entropy(logits, y) + self.hparams.aux_loss_weight * F.cross_entropy(out.aux_logits, y)
+        else:
+            logits = out
+            loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(-1) == y).float().mean()
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.epoch_outputs["val"] = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self._evaluate(batch, "val")
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
+
+    def on_validation_epoch_end(self) -> None:
+        auc, acc = self._epoch_scores("val")
+        self.log("val_auc", auc, prog_bar=True)
+        self.log("val_acc", acc)
+
+    def on_test_epoch_start(self) -> None:
+        for name in self._test_names():
+            self.epoch_outputs[name] = []
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        name = self._test_names()[dataloader_idx]
+        loss = self._evaluate(batch, name)
+        self.log(f"{name}_loss", loss, on_epoch=True, batch_size=len(batch["label"]), add_dataloader_idx=False)
+
+    def on_test_epoch_end(self) -> None:
+        for name in self._test_names():
+            auc, acc = self._epoch_scores(name)
+            self.log(f"{name}_auc", auc, add_dataloader_idx=False)
+            self.log(f"{name}_acc", acc, add_dataloader_idx=False)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        probs = self.class_probabilities(batch["x"])[:, 1]
+        return [
+            {"patient_id": pid, "line": int(line), "label": int(label), "prob": float(p)}
+            for pid, line, label, p in zip(batch["patient_id"], batch["line"], batch["label"], probs)
+        ]
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.epochs))
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer
+
+    def _test_names(self) -> list[str]:
+        count = len(self.trainer.test_dataloaders) if self._trainer is not None else 1
+        return self.test_split_names or [f"test_{i}" for i in range(count)]
+
+    def _evaluate(self, batch: dict, stage: str) -> torch.Tensor:
+        probs = self.class_probabilities(batch["x"])
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), batch["label"])
+        self.epoch_outputs[stage].extend(
+            (pid, int(label), float(p)) for pid, label, p in zip(batch["patient_id"], batch["label"], probs[:, 1])
+        )
+        return loss
+
+    def _epoch_scores(self, stage: str) -> tuple[float, float]:
+        """AUROC and accuracy (P >= 0.5) of the epoch; AUROC is 0.5 where a set holds one class only."""
+        outputs = self.epoch_outputs.get(stage, [])
+        if not outputs:
+            return float("nan"), float("nan")
+        labels = torch.tensor([o[1] for o in outputs])
+        probs = torch.tensor([o[2] for o in outputs])
+        acc = float(binary_accuracy(probs, labels, threshold=0.5))
+        auc = float(binary_auroc(probs, labels)) if len(np.unique(labels.numpy())) == 2 else 0.5
+        return auc, acc

@@ -1,0 +1,75 @@
+"""Reading finished run folders (`alnvid fit` or `alnvid cv`) for comparisons and reports."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from alnvid.errors import AlnvidError
+from alnvid.models.registry import get_model_spec
+
+
+@dataclass
+class RunRecord:
+    """One model's results: predictions per split, training history and provenance."""
+
+    folder: Path
+    name: str
+    model: str
+    kind: str
+    """'video' or 'static' (the registry's family of the model)."""
+    predictions: dict[str, pd.DataFrame]
+    prediction_files: dict[str, Path]
+    epochs: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Per-epoch history, one table per fold (or 'fit' for a single run)."""
+    summary: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    config: str = ""
+
+
+def load_run(folder: str | Path) -> RunRecord:
+    """A run folder with summary.json (one fit) or cv_summary.json (cross-validation)."""
+    folder = Path(folder)
+    cv_file, fit_file = folder / "cv_summary.json", folder / "summary.json"
+    summary_file = cv_file if cv_file.is_file() else fit_file
+    if not summary_file.is_file():
+        raise AlnvidError("not a finished run folder (no summary.json or cv_summary.json)", path=folder,
+                          fix="give a folder written by `alnvid fit` or `alnvid cv` (finish or --collect it first).")
+    summary = json.loads(summary_file.read_text())
+    prediction_files = {split: folder / rel for split, rel in summary["predictions"].items()}
+    predictions = {split: pd.read_csv(path) for split, path in prediction_files.items()}
+    if summary_file == cv_file:
+        epochs = {f"fold {k}": pd.read_csv(folder / f"fold_{k}" / "epochs.csv") for k in summary["folds_done"]
+                  if (folder / f"fold_{k}" / "epochs.csv").is_file()}
+        provenance_file = folder / f"fold_{summary['best_fold']}" / "provenance.json"
+        config_file = folder / f"fold_{summary['best_fold']}" / "config.yaml"
+    else:
+        epochs = {"fit": pd.read_csv(folder / "epochs.csv")} if (folder / "epochs.csv").is_file() else {}
+        provenance_file, config_file = folder / "provenance.json", folder / "config.yaml"
+    model = summary["model"]
+    return RunRecord(
+        folder=folder,
+        name=folder.name,
+        model=model,
+        kind=get_model_spec(model).kind,
+        predictions=predictions,
+        prediction_files=prediction_files,
+        epochs=epochs,
+        summary=summary,
+        provenance=json.loads(provenance_file.read_text()) if provenance_file.is_file() else {},
+        config=config_file.read_text() if config_file.is_file() else "",
+    )
+
+
+def find_runs(root: str | Path) -> list[RunRecord]:
+    """Every finished run directly under `root` (or `root` itself), sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AlnvidError("runs folder not found", path=root, fix="give the folder that holds your run folders.")
+    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
+    runs = [load_run(p) for p in candidates if (p / "summary.json").is_file() or (p / "cv_summary.json").is_file()]
+    if not runs:
+        raise AlnvidError("no finished runs found", path=root, fix="run `alnvid cv` or `alnvid fit` with --out here.")
+    return runs

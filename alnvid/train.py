@@ -1,0 +1,157 @@
+"""`fit`: train one model on a cohort and leave a complete, resumable run folder.
+
+Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (best validation AUROC)
+and checkpoints/last.ckpt, epochs.csv (per-epoch metrics), predictions_<split>.csv for validation and every
+test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation) and
+summary.json. Every file is written atomically; `resume=True` continues from last.ckpt after a crash.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+
+from alnvid.callbacks import EpochHistory, EpochSeed
+from alnvid.config import RunConfig
+from alnvid.data.datamodule import CohortDataModule, ProgressFn, StillDataModule, VideoDataModule
+from alnvid.data.manifest import Manifest, load_manifest
+from alnvid.errors import AlnvidError
+from alnvid.models.module import ALNClassifier
+from alnvid.models.registry import get_model_spec
+from alnvid.plots import plot_training_curves
+from alnvid.provenance import provenance
+from alnvid.stats import auc
+from alnvid.utils import atomic_path, atomic_write_text
+
+
+@dataclass
+class FitResult:
+    """Where a finished run left its artefacts, and its headline numbers."""
+
+    out: Path
+    best_checkpoint: Path
+    best_epoch: int
+    val_auc: float
+    predictions: dict[str, Path] = field(default_factory=dict)
+    test_auc: dict[str, float] = field(default_factory=dict)
+
+
+def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn | None = None) -> CohortDataModule:
+    """The DataModule matching the model's input kind (clips for video models, images for static ones)."""
+    spec = get_model_spec(config.model.name)
+    kind = VideoDataModule if spec.input_kind == "clip" else StillDataModule
+    input_size = max(config.data.input_size or spec.input_size, spec.min_input_size)
+    return kind(manifest, config.data, batch_size=config.trainer.batch_size, input_size=input_size,
+                progress=progress)
+
+
+def build_module(config: RunConfig) -> ALNClassifier:
+    return ALNClassifier(
+        model_name=config.model.name,
+        num_classes=config.model.num_classes,
+        num_frames=config.data.frames,
+        lr=config.optim.lr,
+        weight_decay=config.optim.weight_decay,
+        schedule=config.optim.schedule,
+        epochs=config.trainer.epochs,
+        weights=config.model.weights,
+        channels_last=config.model.channels_last,
+    )
+
+
+def fit(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    extra_callbacks: list[L.Callback] | None = None,
+) -> FitResult:
+    """Train, keep the best and last checkpoints, and predict every evaluated split with the best model."""
+    out = Path(config.out)
+    last = out / "checkpoints" / "last.ckpt"
+    if (out / "summary.json").exists() and not resume:
+        raise AlnvidError("this run folder already holds a finished run", path=out,
+                          fix="choose another --out, or pass --resume to continue it.")
+    manifest = load_manifest(config.data.manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.yaml")
+    atomic_write_text(out / "provenance.json",
+                      json.dumps(provenance(seed=config.trainer.seed, manifest_sha256=manifest.sha256), indent=2))
+
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(config, manifest, progress)
+    module = build_module(config)
+    module.test_split_names = datamodule.test_split_names
+    best = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best", monitor="val_auc", mode="max", save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks = [best, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
+                 *(extra_callbacks or [])]
+    if config.trainer.patience:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping("val_auc", mode="max", patience=config.trainer.patience))
+    if config.trainer.progress:
+        callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+    trainer = L.Trainer(
+        max_epochs=config.trainer.epochs,
+        accelerator=config.trainer.accelerator,
+        devices=config.trainer.devices,
+        precision=config.trainer.precision,
+        callbacks=callbacks,
+        logger=False,
+        default_root_dir=out,
+        enable_progress_bar=config.trainer.progress,
+        enable_model_summary=False,
+        limit_train_batches=config.trainer.limit_train_batches,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+        best_path = Path(best.best_model_path or last)
+        best_module = ALNClassifier.load_from_checkpoint(best_path, map_location="cpu", weights=None)
+        predictions = predict_splits(trainer, best_module, datamodule, out)
+
+    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
+    plot_training_curves(pd.read_csv(out / "epochs.csv"), out / "curves.png", title=config.model.name)
+    result = FitResult(
+        out=out,
+        best_checkpoint=best_path,
+        best_epoch=best_epoch,
+        val_auc=float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+        predictions=predictions,
+        test_auc={split: prediction_auc(pd.read_csv(path)) for split, path in predictions.items() if split != "val"},
+    )
+    summary = {"model": config.model.name, "best_epoch": result.best_epoch, "val_auc": result.val_auc,
+               "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)),
+               "predictions": {k: str(v.relative_to(out)) for k, v in predictions.items()}}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return result
+
+
+def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: CohortDataModule, out: Path) -> dict[str, Path]:
+    """Write predictions_<split>.csv (one row per patient: mean probability of its videos) for val and tests."""
+    written = {}
+    for split in ["val", *datamodule.test_split_names]:
+        batches = trainer.predict(module, dataloaders=datamodule.split_dataloader(split))
+        rows = pd.DataFrame([row for batch in batches for row in batch])
+        per_patient = rows.groupby("patient_id", sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
+        per_patient.insert(0, "split", split)
+        path = out / f"predictions_{split}.csv"
+        with atomic_path(path) as tmp:
+            per_patient.reset_index()[["patient_id", "label", "prob", "split"]].to_csv(tmp, index=False)
+        written[split] = path
+    return written
+
+
+def prediction_auc(predictions: pd.DataFrame) -> float:
+    """AUC of a predictions table (label, prob); NaN where it holds one class only."""
+    if predictions["label"].nunique() < 2:
+        return float("nan")
+    return auc(predictions["label"].to_numpy(), predictions["prob"].to_numpy())
