@@ -16,7 +16,7 @@ import lightning as L
 import pandas as pd
 import torch
 
-from alnvid.callbacks import EpochHistory, EpochSeed
+from alnvid.callbacks import BootstrapAUC, EpochHistory, EpochSeed
 from alnvid.config import RunConfig
 from alnvid.data.datamodule import CohortDataModule, ProgressFn, StillDataModule, VideoDataModule
 from alnvid.data.manifest import Manifest, load_manifest
@@ -91,7 +91,7 @@ def fit(
         dirpath=out / "checkpoints", filename="best", monitor="val_auc", mode="max", save_last=True,
         enable_version_counter=False,
     )
-    callbacks = [best, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
+    callbacks = [best, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed), BootstrapAUC(n_boot=500),
                  *(extra_callbacks or [])]
     if config.trainer.patience:
         callbacks.append(L.pytorch.callbacks.EarlyStopping("val_auc", mode="max", patience=config.trainer.patience))
@@ -141,13 +141,22 @@ def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: Cohort
     for split in ["val", *datamodule.test_split_names]:
         batches = trainer.predict(module, dataloaders=datamodule.split_dataloader(split))
         rows = pd.DataFrame([row for batch in batches for row in batch])
-        per_patient = rows.groupby("patient_id", sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
-        per_patient.insert(0, "split", split)
         path = out / f"predictions_{split}.csv"
         with atomic_path(path) as tmp:
-            per_patient.reset_index()[["patient_id", "label", "prob", "split"]].to_csv(tmp, index=False)
+            patient_level(rows).assign(split=split).to_csv(tmp, index=False)
         written[split] = path
     return written
+
+
+def patient_level(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient (mean probability over the patient's videos), the unit of the study's statistics.
+
+    A patient whose videos carry different labels keeps one row per video, identified as `<patient_id>#<line>`.
+    """
+    mixed = rows.groupby("patient_id")["label"].transform("nunique") > 1
+    rows = rows.assign(patient_id=rows["patient_id"].where(~mixed, rows["patient_id"] + "#" + rows["line"].astype(str)))
+    grouped = rows.groupby("patient_id", sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
+    return grouped.reset_index()[["patient_id", "label", "prob"]]
 
 
 def prediction_auc(predictions: pd.DataFrame) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,12 +52,12 @@ def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable
 
 
 def print_json(payload: Any) -> None:
-    """Machine-readable output: JSON only on stdout, NaN written as null."""
+    """Machine-readable output: JSON only on stdout, NaN and infinity written as null."""
     typer.echo(json.dumps(_finite(payload), indent=2, default=str))
 
 
 def _finite(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}

@@ -1,0 +1,145 @@
+"""`alnvid stats` and `alnvid compare`: every statistic of a predictions CSV, and two CSVs compared."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from alnvid.cli._common import console, print_json, user_errors
+from alnvid.stats.bootstrap import DEFAULT_N_BOOT
+from alnvid.stats.metrics import DiagnosticMetrics
+from alnvid.stats.predictions import (Comparison, PredictionSummary, compare_csvs, load_predictions,
+                                      summarize_predictions)
+from alnvid.stats.roc import STUDY_THRESHOLD
+
+JSON_OPTION = typer.Option(False, "--json", help="Print only JSON (stable keys; NaN and infinity as null).")
+N_BOOT_OPTION = typer.Option(DEFAULT_N_BOOT, "--n-boot", help="Stratified bootstrap resamples (pROC default 2000).")
+SEED_OPTION = typer.Option(0, "--seed", help="Seed of the bootstrap resampling.")
+THRESHOLD_OPTION = typer.Option(STUDY_THRESHOLD, "--threshold", help="Call a patient positive when prob >= this.")
+
+
+def _json_safe(value: Any) -> Any:
+    """Infinite values (e.g. LR+ with no false positive) become null, like NaN."""
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _p(p: float) -> str:
+    """A p-value as 'p = 0.0272' or 'p < 0.0001'."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+def _ci(low: float | None, high: float | None, digits: int = 3) -> str:
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "–"
+    return f"{low:.{digits}f} – {high:.{digits}f}"
+
+
+def _metrics_table(title: str, metrics: DiagnosticMetrics) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("metric", "value", "counts", "95% CI", "CI method"):
+        table.add_column(column)
+    for m in metrics.metrics():
+        table.add_row(m.name, f"{m.value:.3f}", m.counts, _ci(m.ci_low, m.ci_high), m.method)
+    return table
+
+
+def _print_summary(s: PredictionSummary, threshold: float) -> None:
+    console.print(f"[bold]{s.path}[/]: {s.n} patients ({s.n_cases} positive, {s.n_controls} negative)")
+    auc = Table(title="Model AUC", title_justify="left")
+    for column in ("statistic", "value", "95% CI", "method"):
+        auc.add_column(column)
+    auc.add_row("AUC", f"{s.auc_delong.auc:.4f}", _ci(s.auc_delong.ci_low, s.auc_delong.ci_high, 4), "DeLong")
+    auc.add_row("AUC", f"{s.auc_bootstrap.auc:.4f}", _ci(s.auc_bootstrap.ci_low, s.auc_bootstrap.ci_high, 4),
+                f"bootstrap, {s.auc_bootstrap.n_boot} stratified resamples, seed {s.auc_bootstrap.seed}")
+    auc.add_row("average precision", f"{s.average_precision:.4f}", "–", "step-wise")
+    console.print(auc)
+    console.print(_metrics_table(f"Model at prob >= {threshold:g}", s.metrics))
+    y = s.youden
+    console.print(f"Youden-optimal threshold {y.threshold:.4g}: "
+                  f"sensitivity {y.sensitivity:.3f} ({y.tp}/{y.tp + y.fn}), "
+                  f"specificity {y.specificity:.3f} ({y.tn}/{y.tn + y.fp}) [dim](chosen on these data: optimistic)[/]")
+    for r in s.readers:
+        console.print(_metrics_table(f"Reader {r.name}", r.metrics))
+        if r.auc is not None:
+            console.print(f"  reader AUC {r.auc.auc:.4f} (DeLong 95% CI {_ci(r.auc.ci_low, r.auc.ci_high, 4)}); "
+                          f"model − reader: Z = {r.vs_model_delong.statistic:.3f}, {_p(r.vs_model_delong.p_value)}")
+        mc = r.vs_model_mcnemar
+        kappa = "undefined" if r.vs_model_kappa is None else (
+            f"{r.vs_model_kappa.kappa:.3f} (95% CI {_ci(r.vs_model_kappa.ci_low, r.vs_model_kappa.ci_high)})")
+        console.print(f"  model vs reader calls: McNemar exact {_p(mc.p_value_exact)} "
+                      f"(discordant {mc.b} model-only / {mc.c} reader-only); Cohen's kappa {kappa}")
+    for pair, k in s.reader_kappa.items():
+        text = "undefined" if k is None else f"{k.kappa:.3f} (95% CI {_ci(k.ci_low, k.ci_high)})"
+        console.print(f"Cohen's kappa {pair.replace('~', ' vs ')}: {text}")
+    if s.fleiss is not None:
+        console.print(f"Fleiss' kappa ({s.fleiss.n_raters} readers): {s.fleiss.kappa:.3f}, {_p(s.fleiss.p_value)}")
+
+
+@user_errors
+def stats(
+    pred_csv: Path = typer.Argument(..., help="predictions CSV: patient_id,label,prob[,split,reader_<name>[_score]]"),
+    json: bool = JSON_OPTION,
+    split: str = typer.Option(None, "--split", help="Only the patients of this split (needs a split column)."),
+    n_boot: int = N_BOOT_OPTION,
+    seed: int = SEED_OPTION,
+    threshold: float = THRESHOLD_OPTION,
+) -> None:
+    """AUC with DeLong and bootstrap 95% CIs, metrics at the threshold with exact CIs, readers and kappa."""
+    pred = load_predictions(pred_csv)
+    if split is not None:
+        pred = pred.select_split(split)
+    summary = summarize_predictions(pred, n_boot=n_boot, seed=seed, threshold=threshold)
+    if json:
+        print_json(_json_safe(summary.to_dict()))
+    else:
+        _print_summary(summary, threshold)
+
+
+def print_comparison(c: Comparison) -> None:
+    """Human-readable comparison: DeLong (paired or explicitly unpaired), bootstrap test, McNemar."""
+    d, b = c.delong, c.bootstrap
+    console.print(f"A: {c.a.path} ({c.a.n} patients), AUC {d.auc1:.4f}")
+    console.print(f"B: {c.b.path} ({c.b.n} patients), AUC {d.auc2:.4f}")
+    if c.paired:
+        console.print(f"[bold]Paired[/] on {c.n_common} common patients. AUC A − B = {d.difference:.4f} "
+                      f"(95% CI {_ci(d.ci_low, d.ci_high, 4)})")
+        console.print(f"DeLong paired test: Z = {d.statistic:.3f}, {_p(d.p_value)} "
+                      f"(one-sided A > B: {_p(d.p_greater)})")
+    else:
+        console.print(f"[bold yellow]UNPAIRED[/] ({c.note}). AUC A − B = {d.difference:.4f}")
+        console.print(f"DeLong unpaired test: D = {d.statistic:.3f}, df = {d.df:.1f}, {_p(d.p_value)} "
+                      f"(one-sided A > B: {_p(d.p_greater)})")
+    console.print(f"Bootstrap test ({b.n_boot} {'paired' if b.paired else 'independent'} stratified resamples, "
+                  f"seed {b.seed}): D = {b.statistic:.3f}, {_p(b.p_value)}, "
+                  f"95% CI of A − B {_ci(b.ci_low, b.ci_high, 4)}")
+    if c.mcnemar is not None:
+        m = c.mcnemar
+        console.print(f"McNemar on calls at prob >= {c.threshold:g}: {m.b} positive by A only, {m.c} by B only; "
+                      f"exact {_p(m.p_value_exact)}, χ² = {m.statistic:.3f} ({_p(m.p_value)}), "
+                      f"with continuity correction {_p(m.p_value_corrected)}")
+
+
+@user_errors
+def compare(
+    a: Path = typer.Argument(..., help="predictions CSV of model A"),
+    b: Path = typer.Argument(..., help="predictions CSV of model B"),
+    json: bool = JSON_OPTION,
+    n_boot: int = N_BOOT_OPTION,
+    seed: int = SEED_OPTION,
+    threshold: float = THRESHOLD_OPTION,
+) -> None:
+    """Compare two models' AUCs; patients are paired by patient_id when both files hold the same ones."""
+    comparison = compare_csvs(a, b, n_boot=n_boot, seed=seed, threshold=threshold)
+    if json:
+        print_json(_json_safe(comparison.to_dict()))
+    else:
+        print_comparison(comparison)

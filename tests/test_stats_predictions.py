@@ -1,0 +1,119 @@
+"""Predictions CSVs: loading errors, paired/unpaired comparison, and the `alnvid stats` / `compare` CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from alnvid.cli.main import app
+from alnvid.errors import AlnvidError, InputFileError, StatsInputError
+from alnvid.stats import compare_csvs, load_predictions, summarize_predictions
+
+FIXTURES = Path(__file__).parent / "fixtures" / "proc_asah"
+COMPARISON_KEYS = ["a", "b", "paired", "n_common", "threshold", "delong", "bootstrap", "mcnemar", "note"]
+
+
+@pytest.fixture(scope="module")
+def asah() -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / "aSAH.csv")
+
+
+def _write(df: pd.DataFrame, marker: str, path: Path, **extra) -> Path:
+    out = pd.DataFrame({"patient_id": "P" + df.rowname.astype(str), "label": (df.outcome == "Poor").astype(int),
+                        "prob": df[marker], **extra})
+    out.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def pair(asah, tmp_path) -> tuple[Path, Path]:
+    shuffled = asah.sample(frac=1.0, random_state=0)  # pairing must go by patient_id, not row order
+    return _write(asah, "wfns", tmp_path / "wfns.csv"), _write(shuffled, "s100b", tmp_path / "s100b.csv")
+
+
+def test_paired_comparison_matches_proc(pair):
+    c = compare_csvs(*pair, n_boot=500, seed=0)
+    assert c.paired and c.n_common == 113 and c.note is None
+    assert c.delong.statistic == pytest.approx(2.20898359144091, rel=1e-9)
+    assert c.delong.p_value == pytest.approx(0.0271757822291882, rel=1e-9)
+    assert c.bootstrap.paired and c.mcnemar is not None
+    assert list(c.to_dict()) == COMPARISON_KEYS
+
+
+def test_unpaired_comparison_is_flagged(asah, tmp_path):
+    a = _write(asah.iloc[:60], "wfns", tmp_path / "a.csv")
+    other = asah.iloc[60:].assign(rowname=asah.iloc[60:].rowname + 1000)
+    b = _write(other, "s100b", tmp_path / "b.csv")
+    c = compare_csvs(a, b, n_boot=200)
+    d = c.to_dict()
+    assert list(d) == COMPARISON_KEYS
+    assert d["paired"] is False and d["mcnemar"] is None and d["n_common"] == 0
+    assert d["delong"]["df"] > 0 and "unpaired" in d["note"]
+
+
+def test_cli_compare_text_and_json(pair):
+    runner = CliRunner()
+    text = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--n-boot", "200"])
+    assert text.exit_code == 0, text.output
+    assert "Z = 2.209" in text.output and "p = 0.0272" in text.output
+    js = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--json", "--n-boot", "200"])
+    assert js.exit_code == 0, js.output
+    payload = json.loads(js.stdout)
+    assert list(payload) == COMPARISON_KEYS
+    assert f"{payload['delong']['statistic']:.3f}" == "2.209"
+    assert f"{payload['delong']['p_value']:.4f}" == "0.0272"
+
+
+def test_cli_stats_with_readers(asah, tmp_path):
+    y = (asah.outcome == "Poor").astype(int).to_numpy()
+    path = _write(asah, "s100b", tmp_path / "p.csv", split=np.where(np.arange(113) < 80, "test", "val"),
+                  reader_a=(asah.wfns >= 3).astype(int), reader_a_score=asah.wfns, reader_b=y,
+                  reader_c=(asah.ndka > 12).astype(int))
+    runner = CliRunner()
+    js = runner.invoke(app, ["stats", str(path), "--json", "--n-boot", "200"])
+    assert js.exit_code == 0, js.output
+    payload = json.loads(js.stdout)
+    assert payload["auc_delong"]["ci_low"] == pytest.approx(0.630118211761623, rel=1e-9)
+    assert payload["metrics"]["sensitivity"]["counts"] == "12/41"
+    assert payload["metrics"]["lr_positive"]["value"] == pytest.approx((12 / 41) / (2 / 72))
+    reader_a = payload["readers"][0]
+    assert reader_a["auc"]["auc"] == pytest.approx(0.823678861788618, rel=1e-9)
+    assert reader_a["model_vs_reader_delong"]["statistic"] == pytest.approx(-2.20898359144091, rel=1e-9)
+    assert payload["readers"][1]["metrics"]["lr_positive"]["value"] is None  # infinite -> null
+    assert set(payload["reader_kappa"]) == {"a~b", "a~c", "b~c"} and payload["fleiss_kappa"]["n_raters"] == 3
+    text = runner.invoke(app, ["stats", str(path), "--split", "test", "--n-boot", "200"])
+    assert text.exit_code == 0, text.output
+    assert "80 patients" in text.output and "Reader a" in text.output and "Fleiss" in text.output
+
+
+@pytest.mark.parametrize("content, error, message", [
+    ("patient_id,label\nP1,0\n", AlnvidError, "missing column"),
+    ("patient_id,label,prob\nP1,0,0.1\nP2,1,\n", StatsInputError, "P2"),
+    ("patient_id,label,prob\nP1,0,0.1\nP1,1,0.4\n", StatsInputError, "duplicated"),
+    ("patient_id,label,prob\nP1,0,0.1\nP2,2,0.4\n", StatsInputError, "0 or 1"),
+])
+def test_load_errors(tmp_path, content, error, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(error, match=message) as info:
+        load_predictions(path)
+    assert str(path) in info.value.message
+
+
+def test_missing_file_and_single_class(tmp_path):
+    with pytest.raises(InputFileError, match="not found"):
+        load_predictions(tmp_path / "nope.csv")
+    path = tmp_path / "one.csv"
+    path.write_text("patient_id,label,prob\nP1,1,0.1\nP2,1,0.4\n")
+    with pytest.raises(StatsInputError, match="positive"):
+        summarize_predictions(load_predictions(path), n_boot=100)
+
+
+def test_cli_error_is_red_message_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
+    assert result.exit_code == 2
+    assert "not found" in result.output and "Traceback" not in result.output
