@@ -149,3 +149,24 @@ def _from_dict(cls: type, values: dict[str, Any], source: str, prefix: str) -> A
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def resolve_config(config_file: str | Path | None, *, fast_settings: bool, overrides: dict[str, Any]) -> RunConfig:
+    """Defaults, then the YAML file, then `--fast`, then each option given on the command line ('data.frames': 8).
+
+    Options left as None were not given and keep the value from the earlier layers.
+    """
+    config = RunConfig.load(config_file) if config_file else RunConfig()
+    if fast_settings:
+        fast(config)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *sections, name = dotted.split(".")
+        target: Any = config
+        for section in sections:
+            target = getattr(target, section)
+        if not hasattr(target, name):
+            raise AlnvidError(f"unknown setting {dotted}")
+        setattr(target, name, value)
+    return config

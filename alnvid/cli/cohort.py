@@ -27,13 +27,15 @@ def check(
     counts = result.counts()
     if json_output:
         print_json({"manifest": str(manifest), "ok": result.ok, "problems": result.problems,
-                    "counts": counts.to_dict(orient="records")})
+                    "warnings": result.warnings, "counts": counts.to_dict(orient="records")})
     else:
         table = Table("split", "site", "label", "videos", "patients", title=f"Cohort {manifest}")
         for row in counts.itertuples():
             label = {0: "0 (no metastasis)", 1: "1 (metastasis)"}.get(row.label, str(row.label))
             table.add_row(row.split, str(row.site) or "-", label, str(row.videos), str(row.patients))
         console.print(table)
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         for problem in result.problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False)
         console.print("[bold green]No problems found.[/]" if result.ok else

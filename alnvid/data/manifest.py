@@ -53,6 +53,8 @@ class ManifestCheck:
     path: Path
     table: pd.DataFrame | None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Worth a look but not blocking, e.g. a patient whose videos carry different labels."""
 
     @property
     def ok(self) -> bool:
@@ -95,7 +97,7 @@ def check_manifest(path: str | Path, *, check_files: bool = True) -> ManifestChe
     if check_files:
         problems += _file_problems(table)
     problems += _cohort_problems(table)
-    return ManifestCheck(path, table, problems)
+    return ManifestCheck(path, table, problems, _cohort_warnings(table))
 
 
 def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
@@ -126,7 +128,7 @@ def _normalise(raw: pd.DataFrame, base: Path) -> tuple[pd.DataFrame, list[str]]:
     if "split" not in table.columns:
         table["split"] = "train"
     table["split"] = table["split"].str.lower().replace("", "train")
-    bad_split = ~table["split"].map(lambda s: s in TRAIN_SPLITS or s.startswith("test"))
+    bad_split = ~table["split"].map(lambda s: s in TRAIN_SPLITS or s == "test" or s.startswith("test_"))
     for n, value in zip(line[bad_split], table["split"][bad_split]):
         problems.append(f"line {n}: split '{value}' is unknown; use train, val, test_a, test_b (or any test_*)")
 
@@ -189,8 +191,6 @@ def _cohort_problems(table: pd.DataFrame) -> list[str]:
                 f"lines {_lines(rows)}: patient {patient} is in several splits ({', '.join(splits)}); "
                 "a patient must be in one split only, or the test set leaks into training"
             )
-        if rows["label"].nunique() > 1:
-            problems.append(f"lines {_lines(rows)}: patient {patient} has different labels")
     for split, rows in table.groupby("split"):
         labels = set(rows["label"]) - {-1}
         if len(labels) == 1:
@@ -199,6 +199,12 @@ def _cohort_problems(table: pd.DataFrame) -> list[str]:
                 "specificity need both classes; move patients between splits or merge the split"
             )
     return problems
+
+
+def _cohort_warnings(table: pd.DataFrame) -> list[str]:
+    mixed = table.groupby("patient_id").filter(lambda rows: rows["label"].nunique() > 1)
+    return [f"lines {_lines(rows)}: patient {patient} has videos with different labels; they are scored per video"
+            for patient, rows in mixed.groupby("patient_id")]
 
 
 def _lines(rows: pd.DataFrame) -> str:

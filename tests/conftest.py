@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny demo cohort (real DICOM files written by alnvid.data.demo) and the ../shared data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+POCUS = SHARED / "data" / "pocus"
+
+
+@pytest.fixture(scope="session")
+def pocus_dir() -> Path:
+    if not (POCUS / "manifest.csv").is_file():
+        pytest.skip(f"the real POCUS cohort is not at {POCUS} (it lives in ../shared beside the checkout)")
+    return POCUS
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """12 patients x 8 frames of 96x128 px DICOM: train / test_a / test_b with both classes each."""
+    from alnvid.data.demo import make_demo_cohort
+
+    return make_demo_cohort(tmp_path_factory.mktemp("cohort"), patients=12, frames=8, seed=0, frame_size=(96, 128))
+
+
+@pytest.fixture()
+def tiny_data_config(tmp_path):
+    """Data settings small enough for a 2-core CPU: T 4, 40 px cache, 32 px crop, no workers."""
+    from alnvid.config import DataConfig
+
+    return DataConfig(frames=4, resize=40, crop_size=32, input_size=32, elastic=False, num_workers=0,
+                      cache_dir=str(tmp_path / "cache"))
