@@ -11,6 +11,7 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_warn
 
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
+from alnvid.errors import StatsInputError
 from alnvid.stats.delong import delong_ci
 from alnvid.utils import atomic_path, atomic_write_text
 
@@ -108,12 +109,14 @@ class BootstrapAUC(L.Callback):
         outputs = getattr(pl_module, "epoch_outputs", {}).get(stage, [])
         labels = np.array([int(o[1]) for o in outputs])
         probs = np.array([float(o[2]) for o in outputs])
-        if labels.size == 0 or np.unique(labels).size < 2:
-            rank_zero_warn(f"BootstrapAUC: the {stage} predictions hold {labels.size} item(s) of a single class; "
-                           "no AUC confidence interval logged for this epoch.")
+        try:
+            delong = delong_ci(labels, probs, self.level)
+            boot = bootstrap_auc_ci(labels, probs, self.n_boot, self.seed, self.level)
+        except StatsInputError as error:
+            rank_zero_warn(f"BootstrapAUC: no AUC confidence interval for {stage} this epoch (a single class, or "
+                           f"fewer than 2 cases or controls): {error.problem}",
+                           category=UserWarning)
             return
-        delong = delong_ci(labels, probs, self.level)
-        boot = bootstrap_auc_ci(labels, probs, self.n_boot, self.seed, self.level)
         values = {f"{stage}_auc_delong_low": delong.ci_low, f"{stage}_auc_delong_high": delong.ci_high,
                   f"{stage}_auc_boot_low": boot.ci_low, f"{stage}_auc_boot_high": boot.ci_high}
         if self.log_auc:

@@ -72,7 +72,7 @@ def fit(
     extra_callbacks: list[L.Callback] | None = None,
 ) -> FitResult:
     """Train, keep the best and last checkpoints, and predict every evaluated split with the best model."""
-    out = Path(config.out)
+    out = Path(config.out).absolute()
     last = out / "checkpoints" / "last.ckpt"
     if (out / "summary.json").exists() and not resume:
         raise AlnvidError("this run folder already holds a finished run", path=out,

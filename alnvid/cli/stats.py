@@ -11,7 +11,7 @@ from rich.table import Table
 from alnvid.cli._common import console, print_json, user_errors
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT
 from alnvid.stats.metrics import DiagnosticMetrics
-from alnvid.stats.predictions import (Comparison, PredictionSummary, compare_csvs, load_predictions,
+from alnvid.stats.predictions import (Comparison, PredictionSummary, load_predictions,
                                       summarize_predictions)
 from alnvid.stats.roc import STUDY_THRESHOLD
 
@@ -19,17 +19,6 @@ JSON_OPTION = typer.Option(False, "--json", help="Print only JSON (stable keys; 
 N_BOOT_OPTION = typer.Option(DEFAULT_N_BOOT, "--n-boot", help="Stratified bootstrap resamples (pROC default 2000).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed of the bootstrap resampling.")
 THRESHOLD_OPTION = typer.Option(STUDY_THRESHOLD, "--threshold", help="Call a patient positive when prob >= this.")
-
-
-def _json_safe(value: Any) -> Any:
-    """Infinite values (e.g. LR+ with no false positive) become null, like NaN."""
-    if isinstance(value, float) and math.isinf(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _p(p: float) -> str:
@@ -99,7 +88,7 @@ def stats(
         pred = pred.select_split(split)
     summary = summarize_predictions(pred, n_boot=n_boot, seed=seed, threshold=threshold)
     if json:
-        print_json(_json_safe(summary.to_dict()))
+        print_json(summary.to_dict())
     else:
         _print_summary(summary, threshold)
 
@@ -126,20 +115,3 @@ def print_comparison(c: Comparison) -> None:
         console.print(f"McNemar on calls at prob >= {c.threshold:g}: {m.b} positive by A only, {m.c} by B only; "
                       f"exact {_p(m.p_value_exact)}, χ² = {m.statistic:.3f} ({_p(m.p_value)}), "
                       f"with continuity correction {_p(m.p_value_corrected)}")
-
-
-@user_errors
-def compare(
-    a: Path = typer.Argument(..., help="predictions CSV of model A"),
-    b: Path = typer.Argument(..., help="predictions CSV of model B"),
-    json: bool = JSON_OPTION,
-    n_boot: int = N_BOOT_OPTION,
-    seed: int = SEED_OPTION,
-    threshold: float = THRESHOLD_OPTION,
-) -> None:
-    """Compare two models' AUCs; patients are paired by patient_id when both files hold the same ones."""
-    comparison = compare_csvs(a, b, n_boot=n_boot, seed=seed, threshold=threshold)
-    if json:
-        print_json(_json_safe(comparison.to_dict()))
-    else:
-        print_comparison(comparison)

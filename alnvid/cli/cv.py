@@ -1,0 +1,82 @@
+"""`alnvid cv`: k-fold cross-validation with the study's best-fold rule, resumable and splittable across jobs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from alnvid.cli._common import console, print_json, progress_bar, user_errors
+from alnvid.cli.train import TRAINING_OPTIONS, training_overrides
+from alnvid.errors import AlnvidError
+
+
+@user_errors
+def cv(
+    data: Optional[Path] = TRAINING_OPTIONS["data"],
+    model: Optional[str] = TRAINING_OPTIONS["model"],
+    folds: int = typer.Option(5, "--folds", help="Number of folds (grouped by patient, stratified by label)."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Run only this fold (0-based), e.g. one per GPU or "
+                                       "cluster job; assemble afterwards with --collect."),
+    collect: Optional[Path] = typer.Option(None, "--collect", help="Assemble the finished folds of this cv folder "
+                                           "(no training)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CV folder: fold_<k>/ runs, out-of-fold and test "
+                                       "predictions, cv_summary.json. Default runs/<model>-cv."),
+    frames: Optional[int] = TRAINING_OPTIONS["frames"],
+    batch_size: Optional[int] = TRAINING_OPTIONS["batch_size"],
+    epochs: Optional[int] = TRAINING_OPTIONS["epochs"],
+    lr: Optional[float] = TRAINING_OPTIONS["lr"],
+    weight_decay: Optional[float] = TRAINING_OPTIONS["weight_decay"],
+    schedule: Optional[str] = TRAINING_OPTIONS["schedule"],
+    precision: Optional[str] = TRAINING_OPTIONS["precision"],
+    accelerator: Optional[str] = TRAINING_OPTIONS["accelerator"],
+    devices: Optional[str] = TRAINING_OPTIONS["devices"],
+    workers: Optional[int] = TRAINING_OPTIONS["workers"],
+    cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
+    seed: Optional[int] = TRAINING_OPTIONS["seed"],
+    weights: Optional[str] = TRAINING_OPTIONS["weights"],
+    channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
+    patience: Optional[int] = TRAINING_OPTIONS["patience"],
+    still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
+    config: Optional[Path] = TRAINING_OPTIONS["config"],
+    fast: bool = TRAINING_OPTIONS["fast"],
+    json_output: bool = typer.Option(False, "--json", help="Print the CV summary as JSON."),
+) -> None:
+    """Cross-validate a model; the best fold (by validation AUC) and the fold ensemble are evaluated on every test
+    split. Interrupted runs resume: finished folds are never retrained."""
+    from alnvid.config import resolve_config
+    from alnvid.cv import collect_cv, run_cv
+
+    if collect is not None:
+        result = collect_cv(collect)
+    else:
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(locals()).items()}
+        settings = resolve_config(config, fast_settings=fast, overrides=training_overrides(**options))
+        if not settings.data.manifest:
+            raise AlnvidError("no cohort given", fix="pass --data manifest.csv.")
+        if out is None:
+            settings.out = f"runs/{settings.model.name}-cv"
+        settings.trainer.progress = not json_output
+
+        def announce(k: int, total: int) -> None:
+            if not json_output:
+                console.rule(f"[bold]{settings.model.name}: fold {k + 1} of {total}")
+
+        with progress_bar("Caching videos", enabled=not json_output) as update:
+            result = run_cv(settings, folds, only_fold=fold, progress=update, on_fold_start=announce)
+        if result is None:
+            console.print(f"Fold {fold} done. When every fold is done: alnvid cv --collect {settings.out}")
+            return
+    summary = {"out": str(result.out), "fold_val_auc": result.fold_auc, "best_fold": result.best_fold,
+               "test_auc_best_fold": result.test_auc, "test_auc_ensemble": result.ensemble_auc}
+    if json_output:
+        print_json(summary)
+        return
+    table = Table("fold", "validation AUC", title=f"Cross-validation: {result.out}")
+    for k, auc in result.fold_auc.items():
+        table.add_row(f"{k}{' (best)' if k == result.best_fold else ''}", f"{auc:.3f}")
+    console.print(table)
+    for split in result.test_auc:
+        console.print(f"  {split}: AUC best fold {result.test_auc[split]:.3f}, "
+                      f"fold ensemble {result.ensemble_auc[split]:.3f}")
