@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alnvid.errors import AlnvidError
+from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.runs import RunRecord
 from alnvid.stats import (STUDY_THRESHOLD, Comparison, McNemarResult, PredictionSummary, Predictions,
                           compare_predictions, load_predictions, mcnemar, summarize_predictions)
@@ -67,22 +67,39 @@ def select_runs(runs: list[RunRecord], selector: str) -> list[RunRecord]:
     return chosen
 
 
+@dataclass
+class RunComparisons:
+    """The pairs compared, and the splits that could not be compared with the reason."""
+
+    pairs: list[PairResult]
+    skipped: dict[str, str]
+
+
 def compare_runs(group_a: list[RunRecord], group_b: list[RunRecord], *, n_boot: int = 2000, seed: int = 0,
-                 threshold: float = STUDY_THRESHOLD) -> list[PairResult]:
-    """Every run of group A against every run of group B on every test split both evaluated."""
+                 threshold: float = STUDY_THRESHOLD) -> RunComparisons:
+    """Every run of group A against every run of group B on every test split both evaluated.
+
+    A split too small for DeLong's variance (fewer than 2 cases or 2 controls) is skipped, with the reason.
+    """
     results: list[PairResult] = []
+    skipped: dict[str, str] = {}
     for split in _test_splits(group_a + group_b):
         pairs = [(a, b) for a in group_a for b in group_b
                  if a.folder != b.folder and split in a.prediction_files and split in b.prediction_files]
         comparisons = []
-        for a, b in pairs:
-            pred_a, pred_b = load_predictions(a.prediction_files[split]), load_predictions(b.prediction_files[split])
-            comparisons.append((a, b, compare_predictions(pred_a, pred_b, n_boot, seed, threshold)))
+        try:
+            for a, b in pairs:
+                pred_a = load_predictions(a.prediction_files[split])
+                pred_b = load_predictions(b.prediction_files[split])
+                comparisons.append((a, b, compare_predictions(pred_a, pred_b, n_boot, seed, threshold)))
+        except StatsInputError as error:
+            skipped[split] = error.problem
+            continue
         adjusted = holm([c.delong.p_value for _, _, c in comparisons]) if comparisons else []
         for (a, b, comparison), p_holm in zip(comparisons, adjusted):
             results.append(PairResult(split, a.name, b.name, comparison, p_holm,
                                       *_mcnemar_triplet(comparison, threshold)))
-    return results
+    return RunComparisons(results, skipped)
 
 
 def _mcnemar_triplet(comparison: Comparison, threshold: float):

@@ -19,10 +19,10 @@ import yaml
 
 from alnvid.compare import compare_runs, compare_with_readers, readers_table
 from alnvid.data.manifest import reader_names
-from alnvid.errors import AlnvidError
+from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.plots import plot_calibration, plot_pr_curves, plot_roc_curves, plot_training_curves
 from alnvid.runs import RunRecord, find_runs
-from alnvid.stats import PredictionSummary, cohort_table, delong_ci, diagnostic_metrics, pr_curve, roc_curve
+from alnvid.stats import PredictionSummary, auc, cohort_table, delong_ci, diagnostic_metrics, pr_curve, roc_curve
 from alnvid.train import prediction_auc
 from alnvid.utils import atomic_path, atomic_write_text
 
@@ -50,10 +50,14 @@ def table2(runs: list[RunRecord]) -> pd.DataFrame:
             labels, probs = predictions["label"].to_numpy(), predictions["prob"].to_numpy()
             if len(np.unique(labels)) < 2:
                 continue
-            auc = delong_ci(labels, probs)
+            try:
+                ci = delong_ci(labels, probs)
+                low, high = ci.ci_low, ci.ci_high
+            except StatsInputError:  # fewer than 2 cases or controls: an AUC, but no variance
+                low = high = float("nan")
             metrics = diagnostic_metrics(labels, probs)
             row = {"model": run.name, "backbone": run.model, "kind": run.kind, "split": split, "n": len(labels),
-                   "auc": auc.auc, "auc_ci_low": auc.ci_low, "auc_ci_high": auc.ci_high}
+                   "auc": auc(labels, probs), "auc_ci_low": low, "auc_ci_high": high}
             for metric in (metrics.accuracy, metrics.sensitivity, metrics.specificity, metrics.ppv, metrics.npv):
                 row |= {metric.name: metric.value, f"{metric.name}_counts": metric.counts,
                         f"{metric.name}_ci_low": metric.ci_low, f"{metric.name}_ci_high": metric.ci_high}
@@ -93,11 +97,14 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
         table = pd.read_csv(manifest, keep_default_na=False, na_values=[""])
         columns = [c for c in table.columns if c not in TABLE1_EXCLUDED and not c.startswith("reader_")]
         if table["split"].nunique() >= 2:
-            cohort = cohort_table(table.fillna({"split": "train"}), "split", columns).table
+            categorical = [c for c in ("label", "birads") if c in columns]
+            cohort = cohort_table(table.fillna({"split": "train"}), "split", columns, categorical=categorical).table
     t2 = table2(runs)
     video = [r for r in runs if r.kind == "video"]
     static = [r for r in runs if r.kind == "static"]
-    pairs = compare_runs(video, static, n_boot=n_boot, seed=seed) if video and static else []
+    compared = compare_runs(video, static, n_boot=n_boot, seed=seed) if video and static else None
+    pairs = compared.pairs if compared else []
+    notes = [f"{split} not compared: {reason}" for split, reason in (compared.skipped if compared else {}).items()]
     comparisons = pd.DataFrame([{
         "split": p.split, "video model": p.run_a, "static model": p.run_b, "paired": p.comparison.paired,
         "auc video": p.comparison.delong.auc1, "auc static": p.comparison.delong.auc2,
@@ -112,9 +119,12 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
     if manifest is not None and manifest.is_file() and reader_names(pd.read_csv(manifest, nrows=0).columns):
         if any(reader_split in r.predictions for r in runs):
             best_video = best_run(runs, reader_split)
-            reader_summary = compare_with_readers(best_video, readers_table(manifest), reader_split,
-                                                  n_boot=n_boot, seed=seed)
-            t3 = table3(reader_summary, best_video.name)
+            try:
+                reader_summary = compare_with_readers(best_video, readers_table(manifest), reader_split,
+                                                      n_boot=n_boot, seed=seed)
+                t3 = table3(reader_summary, best_video.name)
+            except StatsInputError as error:
+                notes.append(f"Table 3 not computed on {reader_split}: {error.problem}")
 
     for name, frame in (("table1_cohort", cohort), ("table2_performance", t2), ("table3_readers", t3),
                         ("comparisons_video_vs_static", comparisons)):
@@ -124,7 +134,7 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
             written.append(tables / f"{name}.csv")
 
     written += _figures(runs, figures, best_video, reader_summary, reader_split)
-    markdown = _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, written, out)
+    markdown = _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, written, out, notes)
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", _html(markdown, out))
     written += [out / "report.md", out / "report.html"]
@@ -202,6 +212,14 @@ def _p(value) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _auc_cell(value, low, high) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    if low is None or not np.isfinite(low):
+        return f"{value:.3f} (no CI: too few cases or controls)"
+    return f"{value:.3f} ({low:.3f}–{high:.3f})"
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -209,19 +227,19 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files, out) -> str:
+def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files, out, notes) -> str:
     lines = ["# alnvid report", "",
              "Prediction of axillary lymph-node metastasis from breast ultrasound videos. AUC with 95% DeLong "
              "CI; proportions with counts and exact (Clopper-Pearson) 95% CI; a patient is called positive at "
              "P >= 0.5. 'oof' = out-of-fold cross-validation predictions; 'val' = a single run's validation set.",
              ""]
     if cohort is not None:
-        lines += ["## Table 1. Cohort characteristics", "", _markdown_table(cohort.fillna("")), ""]
+        view = cohort.assign(p_value=cohort["p_value"].map(lambda p: "" if pd.isna(p) else _p(p))).fillna("")
+        lines += ["## Table 1. Cohort characteristics (label 1 = ALN metastasis)", "", _markdown_table(view), ""]
     if len(t2):
         view = pd.DataFrame({
             "model": t2["model"] + " (" + t2["kind"] + ")", "split": t2["split"], "n": t2["n"],
-            "AUC (95% CI)": [f"{_fmt(a)} ({_fmt(lo)}–{_fmt(hi)})"
-                             for a, lo, hi in zip(t2["auc"], t2["auc_ci_low"], t2["auc_ci_high"])],
+            "AUC (95% CI)": [_auc_cell(a, lo, hi) for a, lo, hi in zip(t2["auc"], t2["auc_ci_low"], t2["auc_ci_high"])],
             **{name: [f"{100 * v:.1f}% ({c}) [{100 * lo:.1f}–{100 * hi:.1f}]" if np.isfinite(v) else "–"
                       for v, c, lo, hi in zip(t2[key], t2[f"{key}_counts"], t2[f"{key}_ci_low"],
                                               t2[f"{key}_ci_high"])]
@@ -242,8 +260,7 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
     if t3 is not None:
         view = pd.DataFrame({
             "rater": t3["rater"],
-            "AUC (95% CI)": [f"{_fmt(a)} ({_fmt(lo)}–{_fmt(hi)})" if a is not None and np.isfinite(a) else "–"
-                             for a, lo, hi in zip(t3["auc"], t3["auc_ci_low"], t3["auc_ci_high"])],
+            "AUC (95% CI)": [_auc_cell(a, lo, hi) for a, lo, hi in zip(t3["auc"], t3["auc_ci_low"], t3["auc_ci_high"])],
             **{name: [f"{100 * v:.1f}% ({c})" for v, c in zip(t3[key], t3[f"{key}_counts"])]
                for key, name in (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
                                  ("specificity", "specificity"))},
@@ -251,6 +268,8 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
             "p McNemar vs model": t3["p_mcnemar_vs_model"].map(_p),
         })
         lines += [f"## Table 3. {best_video.name} vs sonographers ({reader_split})", "", _markdown_table(view), ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines += ["## Figures", ""]
     for file in files:
         if file.suffix == ".png":

@@ -18,10 +18,10 @@ def pocus_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
-    """12 patients x 8 frames of 96x128 px DICOM: train / test_a / test_b with both classes each."""
+    """24 patients x 8 frames of 96x128 px DICOM: train (16) / test_a (4) / test_b (4), 2 cases and 2 controls per test split."""
     from alnvid.data.demo import make_demo_cohort
 
-    return make_demo_cohort(tmp_path_factory.mktemp("cohort"), patients=12, frames=8, seed=0, frame_size=(96, 128))
+    return make_demo_cohort(tmp_path_factory.mktemp("cohort"), patients=24, frames=8, seed=0, frame_size=(96, 128))
 
 
 @pytest.fixture()

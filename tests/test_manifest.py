@@ -83,7 +83,7 @@ def test_cohort_check_cli(tiny_cohort, tmp_path):
     assert ok.exit_code == 0, ok.output
     payload = json.loads(ok.output)
     assert payload["ok"] is True
-    assert sum(row["videos"] for row in payload["counts"]) == 12
+    assert sum(row["videos"] for row in payload["counts"]) == 24
     table = _copy_cohort(tiny_cohort, tmp_path)
     table.loc[table.patient_id == "P003", "label"] = "2"
     bad = runner.invoke(app, ["cohort", "check", str(_write(table, tmp_path))])

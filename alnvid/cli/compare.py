@@ -61,15 +61,20 @@ def _compare_runs(targets, runs, json, n_boot, seed, threshold) -> None:
     groups = _load_runs(targets, runs)
     if len(groups) < 2:
         raise AlnvidError("give at least two runs or groups to compare")
-    results = []
+    results, skipped = [], {}
     for i in range(len(groups)):
         for j in range(i + 1, len(groups)):
-            results += compare_runs(groups[i], groups[j], n_boot=n_boot, seed=seed, threshold=threshold)
-    if not results:
-        raise AlnvidError("no test split is shared by these runs", fix="evaluate the runs on the same test splits.")
+            found = compare_runs(groups[i], groups[j], n_boot=n_boot, seed=seed, threshold=threshold)
+            results += found.pairs
+            skipped |= found.skipped
     if json:
-        print_json({"comparisons": [r.to_dict() for r in results]})
+        print_json({"comparisons": [r.to_dict() for r in results], "skipped_splits": skipped})
         return
+    for split, reason in skipped.items():
+        console.print(f"[yellow]{split} not compared:[/] {reason}")
+    if not results:
+        raise AlnvidError("nothing to compare: no test split shared by these runs is large enough",
+                          fix="evaluate the runs on the same test splits, with at least 2 cases and 2 controls.")
     table = Table("split", "A", "B", "AUC A", "AUC B", "pairing", "statistic", "p DeLong", "p Holm",
                   "p bootstrap", "p McNemar acc / sens / spec", title="DeLong comparisons")
     for r in results:
