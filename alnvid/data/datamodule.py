@@ -47,7 +47,13 @@ class _CohortDataset(Dataset):
         return self.cache.load(row["path"], box=Box.from_string(box) if box else None)
 
     def _rng(self) -> np.random.Generator:
-        return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        """This item's randomness (frame choice and augmentation), drawn from torch's seeded generator.
+
+        albumentations otherwise draws from its own unseeded generator, and runs would not repeat.
+        """
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        self.transform.set_random_seed(seed)
+        return np.random.default_rng(seed)
 
     def _item(self, row: pd.Series, x: torch.Tensor, frame_indices: np.ndarray) -> dict:
         return {"x": x, "label": int(row["label"]), "patient_id": str(row["patient_id"]),
@@ -60,8 +66,9 @@ class ClipDataset(_CohortDataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows.iloc[index]
         video = self._video(row)
+        rng = self._rng()
         indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
-                                  rng=self._rng())
+                                  rng=rng)
         return self._item(row, apply_to_clip(self.transform, video.frames[indices]), indices)
 
 
@@ -77,9 +84,10 @@ class StillDataset(_CohortDataset):
         row = self.rows.iloc[index]
         still = row.get("still_path", "")
         video = self.cache.load(still) if still else self._video(row)
+        rng = self._rng()
         every_frame = self.config.still_frames == "all" and not still
         if every_frame and self.train:
-            indices = self._rng().integers(0, video.n_frames, size=1)
+            indices = rng.integers(0, video.n_frames, size=1)
         elif every_frame:
             indices = segment_indices(video.n_frames, self.config.frames, random=False)
         else:

@@ -1,0 +1,193 @@
+"""fit, cv (with resume after a crash), compare and report on the tiny demo cohort, end to end on the CPU."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from alnvid.cli.main import app
+from alnvid.config import RunConfig
+from alnvid.cv import collect_cv, run_cv
+from alnvid.errors import AlnvidError
+from alnvid.report import build_report
+from alnvid.runs import find_runs
+from alnvid.train import fit
+
+
+def _config(tiny_cohort, tiny_data_config, out, model="tin", epochs=1) -> RunConfig:
+    config = RunConfig(data=tiny_data_config, out=str(out))
+    config.data.manifest = str(tiny_cohort)
+    config.model.name = model
+    config.trainer.epochs = epochs
+    config.trainer.progress = False
+    return config
+
+
+class CrashAt(L.Callback):
+    """Simulates a crash (power cut, killed job) at the start of a given epoch."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_cohort, tmp_path_factory):
+    """A 2-fold CV of TIN and of ResNet50, 1 epoch each, shared by the tests below."""
+    from alnvid.config import DataConfig
+
+    root = tmp_path_factory.mktemp("runs")
+    data = DataConfig(frames=4, resize=40, crop_size=32, input_size=32, elastic=False, num_workers=0,
+                      cache_dir=str(root / "cache"))
+    for model in ("tin", "resnet50"):
+        run_cv(_config(tiny_cohort, data, root / f"{model}-cv", model=model), folds=2)
+    return root
+
+
+def test_fit_writes_every_artefact_and_resumes(tiny_cohort, tiny_data_config, tmp_path):
+    out = tmp_path / "run"
+    config = _config(tiny_cohort, tiny_data_config, out, epochs=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(config, extra_callbacks=[CrashAt(1)])
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "summary.json").exists()
+    assert len(pd.read_csv(out / "epochs.csv")) == 1
+
+    result = fit(config, resume=True)
+    for name in ("config.yaml", "provenance.json", "epochs.csv", "curves.png", "summary.json",
+                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "predictions_val.csv",
+                 "predictions_test_a.csv", "predictions_test_b.csv"):
+        assert (out / name).is_file(), name
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert epochs["epoch"].tolist() == [0, 1]
+    assert epochs[["train_loss", "val_loss", "val_auc"]].notna().all().all()
+    assert RunConfig.load(out / "config.yaml") == config
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["seed"] == 0 and len(provenance["manifest_sha256"]) == 64
+    test_b = pd.read_csv(out / "predictions_test_b.csv")
+    assert list(test_b.columns) == ["patient_id", "label", "prob", "split"] and len(test_b) == 4
+    assert test_b["prob"].between(0, 1).all()
+    assert set(result.test_auc) == {"test_a", "test_b"}
+    with pytest.raises(AlnvidError, match="already holds a finished run"):
+        fit(config)
+
+
+def test_fit_cli_fast_json(tiny_cohort, tmp_path):
+    result = CliRunner().invoke(app, ["fit", "--data", str(tiny_cohort), "--model", "resnet50", "--fast",
+                                      "--epochs", "1", "--frames", "4", "--out", str(tmp_path / "r"),
+                                      "--cache-dir", str(tmp_path / "c"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["best_epoch"] == 0 and set(summary["test_auc"]) == {"test_a", "test_b"}
+    config = RunConfig.load(tmp_path / "r" / "config.yaml")
+    assert (config.data.frames, config.data.crop_size, config.model.name) == (4, 64, "resnet50")
+
+
+def test_fit_rejects_a_bad_manifest_before_training(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,path,label\nP1,missing.dcm,1\n")
+    result = CliRunner().invoke(app, ["fit", "--data", str(manifest), "--fast", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "missing.dcm" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_cv_resumes_after_a_crash_with_the_same_result(runs, tiny_cohort, tmp_path):
+    data = RunConfig.load(runs / "tin-cv" / "fold_0" / "config.yaml").data
+    data.cache_dir = str(runs / "cache")
+    config = _config(tiny_cohort, data, tmp_path / "tin-cv")
+    config.trainer.epochs = 1
+    shutil.copytree(runs / "tin-cv" / "fold_0", tmp_path / "tin-cv" / "fold_0")  # fold 0 finished earlier
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "tin-cv" / "fold_0").rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        from alnvid import cv as cv_module
+
+        original = cv_module.fit
+        cv_module.fit = lambda *a, **k: original(*a, **{**k, "extra_callbacks": k["extra_callbacks"] + [CrashAt(0)]})
+        try:
+            run_cv(config, folds=2)
+        finally:
+            cv_module.fit = original
+    assert json.loads((tmp_path / "tin-cv" / "fold_1" / "fold.json").read_text())["status"] == "running"
+    result = run_cv(config, folds=2)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tin-cv" / "fold_0").rglob("*") if p.is_file()} == finished
+    reference = collect_cv(runs / "tin-cv")
+    assert result.best_fold == reference.best_fold
+    for split in ("test_a", "test_b"):
+        ours = pd.read_csv(tmp_path / "tin-cv" / f"predictions_{split}.csv")
+        theirs = pd.read_csv(runs / "tin-cv" / f"predictions_{split}.csv")
+        assert np.allclose(ours["prob"], theirs["prob"], atol=1e-6)
+
+
+def test_cv_layout_and_ensemble(runs):
+    summary = json.loads((runs / "tin-cv" / "cv_summary.json").read_text())
+    assert summary["num_folds"] == 2 and summary["folds_done"] == [0, 1]
+    assert summary["best_fold"] == max((0, 1), key=lambda k: (summary["fold_val_auc"][str(k)], -k))
+    oof = pd.read_csv(runs / "tin-cv" / "oof_predictions.csv")
+    assert len(oof) == 16 and oof["patient_id"].is_unique  # every development patient exactly once
+    folds = [pd.read_csv(runs / "tin-cv" / f"fold_{k}" / "predictions_test_a.csv").set_index("patient_id")
+             for k in (0, 1)]
+    ensemble = pd.read_csv(runs / "tin-cv" / "ensemble" / "predictions_test_a.csv").set_index("patient_id")
+    assert np.allclose(ensemble["prob"], (folds[0]["prob"] + folds[1]["prob"]).loc[ensemble.index] / 2)
+
+
+def test_cv_collect_names_missing_folds(runs, tmp_path):
+    shutil.copytree(runs / "tin-cv" / "fold_0", tmp_path / "cv" / "fold_0")
+    with pytest.raises(AlnvidError, match="fold\\(s\\) 1 of 2 not finished"):
+        collect_cv(tmp_path / "cv")
+
+
+def _independent_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mann-Whitney probability that a case scores above a control (ties count 1/2), by brute force."""
+    cases, controls = probs[labels == 1], probs[labels == 0]
+    return float(np.mean([(c > d) + 0.5 * (c == d) for c in cases for d in controls]))
+
+
+def test_report_tables_match_the_predictions(runs, tiny_cohort, tmp_path):
+    report = build_report(runs, tmp_path / "report", n_boot=200)
+    assert (tmp_path / "report" / "report.html").is_file()
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html
+    t2 = report.table2
+    assert set(t2["model"]) == {"tin-cv", "resnet50-cv"}
+    assert set(t2["split"]) == {"oof", "test_a", "test_b"}
+    for row in t2.itertuples():
+        predictions = pd.read_csv(runs / row.model / ("oof_predictions.csv" if row.split == "oof"
+                                                      else f"predictions_{row.split}.csv"))
+        labels, probs = predictions["label"].to_numpy(), predictions["prob"].to_numpy()
+        assert row.auc == pytest.approx(_independent_auc(labels, probs))
+        calls = probs >= 0.5
+        assert row.accuracy_counts == f"{int((calls == labels).sum())}/{len(labels)}"
+        assert row.sensitivity_counts == f"{int(calls[labels == 1].sum())}/{int((labels == 1).sum())}"
+        assert row.specificity_counts == f"{int((~calls)[labels == 0].sum())}/{int((labels == 0).sum())}"
+    assert set(report.comparisons["split"]) == {"test_a", "test_b"}
+    assert report.comparisons["paired"].all()
+    assert report.table3 is not None and list(report.table3["rater"]) == [
+        "tin-cv", "reader junior", "reader senior", "reader expert"]
+    assert {"n", "age, median [IQR]"} <= set(report.table1["variable"])
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for name in ("Table 1", "Table 2", "Table 3", "Video vs static", "Provenance", "roc_test_b.png",
+                 "roc_readers_test_b.png", "calibration_test_a.png", "curves_tin-cv_fold0.png"):
+        assert name in markdown
+
+
+def test_compare_video_static_json(runs):
+    result = CliRunner().invoke(app, ["compare", "video", "static", "--runs", str(runs), "--n-boot", "100",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    pairs = payload["comparisons"]
+    assert {(p["split"], p["a"], p["b"]) for p in pairs} == {("test_a", "tin-cv", "resnet50-cv"),
+                                                            ("test_b", "tin-cv", "resnet50-cv")}
+    assert all(p["paired"] and p["p_holm"] == pytest.approx(p["delong"]["p_value"]) for p in pairs)
+    readers = CliRunner().invoke(app, ["compare", "model", "readers", "--runs", str(runs), "--n-boot", "100",
+                                       "--json"])
+    assert readers.exit_code == 0, readers.output
+    assert [r["name"] for r in json.loads(readers.output)["readers"]] == ["junior", "senior", "expert"]
