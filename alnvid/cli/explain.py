@@ -1,0 +1,97 @@
+"""`alnvid explain`: Grad-CAM of a trained model on DICOMs or videos — keyframes, overlays, GIF/MP4, JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from alnvid.cli._common import console, print_json, progress_bar, user_errors
+from alnvid.errors import AlnvidError
+
+
+@user_errors
+def explain(
+    inputs: Optional[list[Path]] = typer.Argument(None, help="DICOM or video file(s) to explain."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
+    out: Path = typer.Option(Path("explain"), "--out", help="Folder for the PNG/GIF/MP4/NPZ/JSON artefacts."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Explain every row of this cohort manifest."),
+    split: Optional[str] = typer.Option(None, "--split", help="With --manifest: only this split (e.g. test_a)."),
+    multi_clip: bool = typer.Option(False, "--multi-clip", help="Overlapping clips over the whole loop, so every "
+                                    "frame gets its own heatmap (slower)."),
+    per_clip: bool = typer.Option(False, "--per-clip", help="One channel weight per clip (pytorch-grad-cam) instead "
+                                  "of per frame (mmaction2, default)."),
+    target_class: int = typer.Option(1, "--target-class", help="Class whose logit is explained: 1 = metastasis."),
+    top_k: int = typer.Option(3, "--top-k", help="How many keyframes to report."),
+    gif: bool = typer.Option(True, "--gif/--no-gif", help="Write an animated GIF of the sweep with the heatmap."),
+    mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Write an MP4 of the sweep with the heatmap."),
+    name: Optional[str] = typer.Option(None, "--name", help="Base name of the output files (one input only). "
+                                       "Default explain_<sha8 of the file>: file names may carry identity."),
+    json_output: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Show where the model looked: Grad-CAM heatmaps over the sweep, the keyframe that drove the prediction and
+    its hot region, written as overlay PNGs (imaging region only), a contact sheet, GIF/MP4 and JSON."""
+    from alnvid.data.crop import Box
+    from alnvid.data.manifest import load_manifest
+    from alnvid.explain import explain_file
+    from alnvid.inference import load_trained
+
+    inputs = list(inputs or [])
+    if bool(inputs) == bool(manifest):
+        raise AlnvidError("give either input file(s) or --manifest", fix="e.g. `alnvid explain scan.dcm -c best.ckpt`.")
+    if name and (manifest or len(inputs) > 1):
+        raise AlnvidError("--name needs exactly one input file", fix="leave --name out for several files.")
+    if split and not manifest:
+        raise AlnvidError("--split only applies with --manifest", fix="drop --split or pass --manifest.")
+    jobs: list[tuple[str, Path, Box | None]] = [("", path, None) for path in inputs]
+    if manifest:
+        cohort = load_manifest(manifest)
+        table = cohort.rows(split) if split else cohort.table
+        if table.empty:
+            raise AlnvidError(f"no rows in split {split!r}", path=manifest,
+                              fix=f"use one of: {', '.join(cohort.splits)}.")
+        boxes = table["crop_box"] if "crop_box" in table.columns else [""] * len(table)
+        jobs = [(str(pid), Path(path), Box.from_string(box) if box else None)
+                for pid, path, box in zip(table["patient_id"], table["path"], boxes)]
+
+    model = load_trained(checkpoint)
+    results = []
+    with progress_bar("Explaining", enabled=not json_output and len(jobs) > 1) as update:
+        for done, (patient, path, box) in enumerate(jobs):
+            result = explain_file(model, path, out, multi_clip=multi_clip, per_clip_weights=per_clip,
+                                  target_class=target_class, top_k=top_k, gif=gif, mp4=mp4, name=name, box=box)
+            results.append((patient, result))
+            update(done + 1, len(jobs), patient or result.name)
+
+    if json_output:
+        print_json([{**({"patient_id": p} if p else {}), **r.to_dict(), "out": str(out)} for p, r in results])
+        return
+    if len(results) == 1:
+        _print_one(results[0][1], out)
+        return
+    view = Table("patient_id", "output", "P(metastasis)", "keyframe", "time (s)", "heat box (x0,y0,x1,y1)")
+    for patient, r in results:
+        key = r.keyframe
+        view.add_row(patient or "–", r.name, f"{r.prob:.3f}", str(key.frame_index) if key else "–",
+                     f"{key.time_s:.2f}" if key and key.time_s is not None else "–", str(r.heat_box or "–"))
+    console.print(view)
+    console.print(f"Artefacts in {out}")
+
+
+def _print_one(result, out: Path) -> None:
+    call = "[red]metastasis[/]" if result.prob >= 0.5 else "[green]no metastasis[/]"
+    console.print(f"[bold]{result.model_name}[/]: P(metastasis) = [bold]{result.prob:.3f}[/] ({call} at 0.5)")
+    if not result.keyframes:
+        console.print("[yellow]No positive Grad-CAM evidence for this class: the heatmap is empty.[/]")
+    else:
+        view = Table("rank", "frame (loop)", "time (s)", "heat mass")
+        for rank, key in enumerate(result.keyframes, 1):
+            view.add_row(str(rank), f"{key.frame_index} / {result.n_frames}",
+                         f"{key.time_s:.2f}" if key.time_s is not None else "–", f"{key.heat_mass:.1f}")
+        console.print(view)
+        if result.heat_box is not None:
+            console.print(f"Hot region on the keyframe (heat >= 0.5), original pixels x0,y0,x1,y1: {result.heat_box}")
+    for kind, path in result.files.items():
+        console.print(f"  {kind:8s} {path}")
+    console.print(f"[dim]Files are named {result.name} (from the file's content hash), never from the input name.[/]")
