@@ -39,7 +39,7 @@ class PairResult:
         def test(result: McNemarResult | None):
             return None if result is None else result.to_dict()
 
-        return {"split": self.split, "a": self.run_a, "b": self.run_b, **self.comparison.to_dict(),
+        return {"split": self.split, "run_a": self.run_a, "run_b": self.run_b, **self.comparison.to_dict(),
                 "p_holm": self.p_holm, "mcnemar_accuracy": test(self.mcnemar_accuracy),
                 "mcnemar_sensitivity": test(self.mcnemar_sensitivity),
                 "mcnemar_specificity": test(self.mcnemar_specificity)}

@@ -81,6 +81,16 @@ class TrainerConfig:
 
 
 @dataclass
+class ExplainConfig:
+    """Grad-CAM export of the test sets' telling cases at the end of a run (into gradcam/<split>/)."""
+
+    export: bool = True
+    top_n: int = 3
+    """Most confident true positives and true negatives per split; every error is exported as well."""
+    gif: bool = True
+
+
+@dataclass
 class RunConfig:
     """The whole configuration of one training run."""
 
@@ -88,6 +98,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     out: str = "runs/run"
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,7 +129,7 @@ class RunConfig:
 
 
 def fast(config: RunConfig) -> RunConfig:
-    """Tiny settings for smoke runs: a few epochs of short, small clips on the CPU."""
+    """Tiny settings for smoke runs: a few epochs of short, small clips on the CPU, no Grad-CAM GIFs."""
     config.data.frames = 8
     config.data.resize = 80
     config.data.crop_size = 64
@@ -127,6 +138,7 @@ def fast(config: RunConfig) -> RunConfig:
     config.data.num_workers = 0
     config.trainer.epochs = 3
     config.trainer.batch_size = 4
+    config.explain.gif = False
     return config
 
 

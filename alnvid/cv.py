@@ -53,11 +53,33 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
             on_fold_start(fold, folds)
         fold_config = copy.deepcopy(config)
         fold_config.data.fold, fold_config.data.num_folds, fold_config.out = fold, folds, str(folder)
+        fold_config.explain.export = False  # only the selected fold is explained, once all folds are in
         fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
             extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
     if only_fold is not None:
         return None
-    return collect_cv(out)
+    result = collect_cv(out)
+    if config.explain.export:
+        explain_best_fold(result, config)
+    return result
+
+
+def explain_best_fold(result: CVResult, config: RunConfig) -> None:
+    """Grad-CAM of the test sets' telling cases with the selected fold's model, into <cv folder>/gradcam/.
+
+    A split whose index.csv exists was exported by an earlier (interrupted) run and is kept.
+    """
+    from alnvid.data.manifest import load_manifest
+    from alnvid.explain.export import GradCAMExport
+    from alnvid.inference import load_trained
+
+    model = load_trained(fold_folder(result.out, result.best_fold) / "checkpoints" / "best.ckpt")
+    manifest = load_manifest(config.data.manifest)
+    exporter = GradCAMExport(result.out / "gradcam", model.config, top_n=config.explain.top_n,
+                             gif=config.explain.gif)
+    for split in manifest.test_splits:
+        if not (result.out / "gradcam" / split / "index.csv").is_file():
+            exporter.export(model.module, manifest.rows(split), split)
 
 
 def collect_cv(out: str | Path) -> CVResult:

@@ -2,8 +2,8 @@
 
 Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (best validation AUROC)
 and checkpoints/last.ckpt, epochs.csv (per-epoch metrics), predictions_<split>.csv for validation and every
-test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation) and
-summary.json. Every file is written atomically; `resume=True` continues from last.ckpt after a crash.
+test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation),
+gradcam/<split>/ (heatmaps of the most confident cases and the errors) and summary.json. Every file is written atomically; `resume=True` continues from last.ckpt after a crash.
 """
 from __future__ import annotations
 
@@ -117,6 +117,8 @@ def fit(
         best_path = Path(best.best_model_path or last)
         best_module = ALNClassifier.load_from_checkpoint(best_path, map_location="cpu", weights=None)
         predictions = predict_splits(trainer, best_module, datamodule, out)
+    if config.explain.export:
+        export_test_cases(best_module, datamodule, config, out / "gradcam")
 
     best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
     plot_training_curves(pd.read_csv(out / "epochs.csv"), out / "curves.png", title=config.model.name)
@@ -157,6 +159,15 @@ def patient_level(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(patient_id=rows["patient_id"].where(~mixed, rows["patient_id"] + "#" + rows["line"].astype(str)))
     grouped = rows.groupby("patient_id", sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
     return grouped.reset_index()[["patient_id", "label", "prob"]]
+
+
+def export_test_cases(module: ALNClassifier, datamodule: CohortDataModule, config: RunConfig, out: Path) -> None:
+    """Grad-CAM artefacts of each test split's most confident cases and errors (see alnvid.explain.export)."""
+    from alnvid.explain.export import GradCAMExport
+
+    exporter = GradCAMExport(out, config, top_n=config.explain.top_n, gif=config.explain.gif)
+    for split, rows in datamodule.test_rows.items():
+        exporter.export(module, rows, split)
 
 
 def prediction_auc(predictions: pd.DataFrame) -> float:

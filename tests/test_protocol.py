@@ -48,7 +48,9 @@ def runs(tiny_cohort, tmp_path_factory):
     data = DataConfig(frames=4, resize=40, crop_size=32, input_size=32, elastic=False, num_workers=0,
                       cache_dir=str(root / "cache"))
     for model in ("tin", "resnet50"):
-        run_cv(_config(tiny_cohort, data, root / f"{model}-cv", model=model), folds=2)
+        config = _config(tiny_cohort, data, root / f"{model}-cv", model=model)
+        config.explain.export = model == "tin"
+        run_cv(config, folds=2)
     return root
 
 
@@ -71,6 +73,7 @@ def test_fit_writes_every_artefact_and_resumes(tiny_cohort, tiny_data_config, tm
     assert RunConfig.load(out / "config.yaml") == config
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["seed"] == 0 and len(provenance["manifest_sha256"]) == 64
+    assert (out / "gradcam" / "test_b" / "index.csv").is_file()
     test_b = pd.read_csv(out / "predictions_test_b.csv")
     assert list(test_b.columns) == ["patient_id", "label", "prob", "split"] and len(test_b) == 4
     assert test_b["prob"].between(0, 1).all()
@@ -132,6 +135,11 @@ def test_cv_layout_and_ensemble(runs):
     assert summary["best_fold"] == max((0, 1), key=lambda k: (summary["fold_val_auc"][str(k)], -k))
     oof = pd.read_csv(runs / "tin-cv" / "oof_predictions.csv")
     assert len(oof) == 16 and oof["patient_id"].is_unique  # every development patient exactly once
+    for split in ("test_a", "test_b"):  # Grad-CAM of the selected fold's telling test cases
+        index = pd.read_csv(runs / "tin-cv" / "gradcam" / split / "index.csv")
+        assert len(index) >= 2 and set(index["reason"]) <= {"confident_positive", "confident_negative",
+                                                             "false_positive", "false_negative"}
+        assert all((runs / "tin-cv" / "gradcam" / split / f"{name}_keyframe.png").is_file() for name in index["name"])
     folds = [pd.read_csv(runs / "tin-cv" / f"fold_{k}" / "predictions_test_a.csv").set_index("patient_id")
              for k in (0, 1)]
     ensemble = pd.read_csv(runs / "tin-cv" / "ensemble" / "predictions_test_a.csv").set_index("patient_id")
@@ -184,7 +192,7 @@ def test_compare_video_static_json(runs):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     pairs = payload["comparisons"]
-    assert {(p["split"], p["a"], p["b"]) for p in pairs} == {("test_a", "tin-cv", "resnet50-cv"),
+    assert {(p["split"], p["run_a"], p["run_b"]) for p in pairs} == {("test_a", "tin-cv", "resnet50-cv"),
                                                             ("test_b", "tin-cv", "resnet50-cv")}
     assert all(p["paired"] and p["p_holm"] == pytest.approx(p["delong"]["p_value"]) for p in pairs)
     readers = CliRunner().invoke(app, ["compare", "model", "readers", "--runs", str(runs), "--n-boot", "100",

@@ -1,0 +1,26 @@
+"""The `alnvid` command: each sub-command is a thin layer over a library function."""
+from __future__ import annotations
+
+import typer
+
+from alnvid.cli import cohort, compare, cv, demo, demo_data, explain, models, report, stats, train
+
+app = typer.Typer(
+    name="alnvid",
+    help="Predict axillary lymph-node metastasis from breast ultrasound videos: build, validate, compare and "
+    "explain video and static CNNs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command("demo")(demo.demo)
+app.command("demo-data")(demo_data.demo_data)
+app.add_typer(cohort.app, name="cohort")
+app.command("models")(models.models)
+app.command("fit")(train.fit)
+app.command("cv")(cv.cv)
+app.command("predict")(train.predict)
+app.command("explain")(explain.explain)
+app.command("stats")(stats.stats)
+app.command("compare")(compare.compare)
+app.command("report")(report.report)
