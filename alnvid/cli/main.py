@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from alnvid.cli import cohort, compare, cv, demo, demo_data, explain, models, report, stats, train
+from alnvid.cli._common import quiet_libraries
 
 app = typer.Typer(
     name="alnvid",
@@ -13,6 +14,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", help="Also show the libraries' own log messages.")) -> None:
+    """Predict axillary lymph-node metastasis from breast ultrasound videos."""
+    if not verbose:
+        quiet_libraries()
+
+
 app.command("demo")(demo.demo)
 app.command("demo-data")(demo_data.demo_data)
 app.add_typer(cohort.app, name="cohort")
