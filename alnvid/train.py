@@ -107,7 +107,7 @@ def fit(
         default_root_dir=out,
         enable_progress_bar=config.trainer.progress,
         enable_model_summary=False,
-        limit_train_batches=config.trainer.limit_train_batches,
+        limit_train_batches=config.trainer.limit_train_batches if config.trainer.limit_train_batches < 1 else None,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
