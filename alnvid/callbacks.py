@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_warn
 
-from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
 from alnvid.errors import StatsInputError
+from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
 from alnvid.stats.delong import delong_ci
 from alnvid.utils import atomic_path, atomic_write_text
 

@@ -14,8 +14,17 @@ import pandas as pd
 
 from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.runs import RunRecord
-from alnvid.stats import (STUDY_THRESHOLD, Comparison, McNemarResult, PredictionSummary, Predictions,
-                          compare_predictions, load_predictions, mcnemar, summarize_predictions)
+from alnvid.stats import (
+    STUDY_THRESHOLD,
+    Comparison,
+    McNemarResult,
+    Predictions,
+    PredictionSummary,
+    compare_predictions,
+    load_predictions,
+    mcnemar,
+    summarize_predictions,
+)
 from alnvid.stats.predictions import ReaderCalls
 
 EVALUATED_SPLITS = ("val", "oof")

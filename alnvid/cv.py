@@ -97,7 +97,7 @@ def collect_cv(out: str | Path) -> CVResult:
     missing = [k for k in range(num_folds) if k not in summaries]
     if missing:
         raise AlnvidError(f"fold(s) {', '.join(map(str, missing))} of {num_folds} not finished", path=out,
-                          fix=f"run `alnvid cv --fold K` for each (or `alnvid cv` without --fold to run them all).")
+                          fix="run `alnvid cv --fold K` for each (or `alnvid cv` without --fold to run them all).")
 
     oof = pd.concat([pd.read_csv(fold_folder(out, k) / "predictions_val.csv").assign(fold=k) for k in summaries])
     fold_auc = {k: float(s["val_auc"]) for k, s in summaries.items()}

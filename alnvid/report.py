@@ -20,9 +20,22 @@ import yaml
 from alnvid.compare import compare_runs, compare_with_readers, readers_table
 from alnvid.data.manifest import reader_names
 from alnvid.errors import AlnvidError, StatsInputError
-from alnvid.plots import plot_calibration, plot_pr_curves, plot_roc_curves, plot_training_curves
+from alnvid.plots import (
+    plot_calibration,
+    plot_pr_curves,
+    plot_roc_curves,
+    plot_training_curves,
+)
 from alnvid.runs import RunRecord, find_runs
-from alnvid.stats import PredictionSummary, auc, cohort_table, delong_ci, diagnostic_metrics, pr_curve, roc_curve
+from alnvid.stats import (
+    PredictionSummary,
+    auc,
+    cohort_table,
+    delong_ci,
+    diagnostic_metrics,
+    pr_curve,
+    roc_curve,
+)
 from alnvid.train import prediction_auc
 from alnvid.utils import atomic_path, atomic_write_text
 

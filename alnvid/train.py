@@ -18,7 +18,12 @@ import torch
 
 from alnvid.callbacks import BootstrapAUC, EpochHistory, EpochSeed
 from alnvid.config import RunConfig
-from alnvid.data.datamodule import CohortDataModule, ProgressFn, StillDataModule, VideoDataModule
+from alnvid.data.datamodule import (
+    CohortDataModule,
+    ProgressFn,
+    StillDataModule,
+    VideoDataModule,
+)
 from alnvid.data.manifest import Manifest, load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier

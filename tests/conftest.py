@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = Path(__file__).parent / "fixtures"
 POCUS = SHARED / "data" / "pocus"
 
 
@@ -31,3 +32,13 @@ def tiny_data_config(tmp_path):
 
     return DataConfig(frames=4, resize=40, crop_size=32, input_size=32, elastic=False, num_workers=0,
                       cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def asah():
+    """pROC's aSAH data set (tests/fixtures/proc_asah), with y = 1 for a poor outcome (the 'case')."""
+    import pandas as pd
+
+    table = pd.read_csv(FIXTURES / "proc_asah" / "aSAH.csv")
+    table["y"] = (table["outcome"] == "Poor").astype(int)
+    return table

@@ -11,7 +11,12 @@ from PIL import Image
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEGBaseline8Bit, UltrasoundMultiFrameImageStorage
 
-from alnvid.data.demo import MANIFEST_COLUMNS, TRUTH_COLUMNS, make_demo_cohort, render_demo_videos
+from alnvid.data.demo import (
+    MANIFEST_COLUMNS,
+    TRUTH_COLUMNS,
+    make_demo_cohort,
+    render_demo_videos,
+)
 from alnvid.errors import AlnvidError
 
 PATIENTS, FRAMES, SEED, SIZE = 8, 8, 3, (128, 160)

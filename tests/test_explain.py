@@ -18,8 +18,15 @@ from alnvid.config import RunConfig
 from alnvid.data.cache import Preprocessed
 from alnvid.data.crop import Box
 from alnvid.errors import AlnvidError, InputFileError
-from alnvid.explain import (GradCAM, InputGeometry, explain_file, explain_video, heat_box, normalise_clip,
-                            select_keyframes)
+from alnvid.explain import (
+    GradCAM,
+    InputGeometry,
+    explain_file,
+    explain_video,
+    heat_box,
+    normalise_clip,
+    select_keyframes,
+)
 from alnvid.explain.export import export_gradcam, select_cases
 from alnvid.explain.overlay import blend, colorize, save_gif, save_mp4
 from alnvid.inference import TrainedModel

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from alnvid.errors import AlnvidError
-from alnvid.models.interlace import TemporalInterlace, TemporalShift, fractional_time_shift
+from alnvid.models.interlace import (
+    TemporalInterlace,
+    TemporalShift,
+    fractional_time_shift,
+)
 
 
 def naive_shift(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

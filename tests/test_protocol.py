@@ -15,7 +15,6 @@ from alnvid.config import RunConfig
 from alnvid.cv import collect_cv, run_cv
 from alnvid.errors import AlnvidError
 from alnvid.report import build_report
-from alnvid.runs import find_runs
 from alnvid.train import fit
 
 

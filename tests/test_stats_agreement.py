@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from alnvid.errors import StatsInputError
-from alnvid.stats import cohen_kappa, cohen_kappa_table, fleiss_kappa, fleiss_kappa_counts, mcnemar, mcnemar_table
+from alnvid.stats import (
+    cohen_kappa,
+    cohen_kappa_table,
+    fleiss_kappa,
+    fleiss_kappa_counts,
+    mcnemar,
+    mcnemar_table,
+)
 
 
 def test_mcnemar_matches_r():

@@ -4,20 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from alnvid.errors import StatsInputError
-from alnvid.stats import auc, bootstrap_auc_ci, bootstrap_aucs, bootstrap_test, bootstrap_test_unpaired, delong_test
+from alnvid.stats import (
+    auc,
+    bootstrap_auc_ci,
+    bootstrap_aucs,
+    bootstrap_test,
+    bootstrap_test_unpaired,
+    delong_test,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc_asah"
 
-
-@pytest.fixture(scope="module")
-def asah() -> pd.DataFrame:
-    df = pd.read_csv(FIXTURES / "aSAH.csv")
-    df["y"] = (df["outcome"] == "Poor").astype(int)
-    return df
 
 
 def test_vectorised_aucs_equal_naive_resampling(asah):

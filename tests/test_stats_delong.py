@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from alnvid.errors import StatsInputError
@@ -13,12 +12,6 @@ from alnvid.stats import delong_ci, delong_covariance, delong_test, delong_test_
 FIXTURES = Path(__file__).parent / "fixtures" / "proc_asah"
 REL = 1e-9
 
-
-@pytest.fixture(scope="module")
-def asah() -> pd.DataFrame:
-    df = pd.read_csv(FIXTURES / "aSAH.csv")
-    df["y"] = (df["outcome"] == "Poor").astype(int)
-    return df
 
 
 def test_variance_and_covariance_match_proc(asah):

@@ -9,7 +9,12 @@ import pytest
 from scipy.stats import norm
 
 from alnvid.errors import StatsInputError
-from alnvid.stats import clopper_pearson_ci, decision_metrics, diagnostic_metrics, wilson_ci
+from alnvid.stats import (
+    clopper_pearson_ci,
+    decision_metrics,
+    diagnostic_metrics,
+    wilson_ci,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc_asah"
 

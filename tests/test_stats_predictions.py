@@ -17,10 +17,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "proc_asah"
 COMPARISON_KEYS = ["a", "b", "paired", "n_common", "threshold", "delong", "bootstrap", "mcnemar", "note"]
 
 
-@pytest.fixture(scope="module")
-def asah() -> pd.DataFrame:
-    return pd.read_csv(FIXTURES / "aSAH.csv")
-
 
 def _write(df: pd.DataFrame, marker: str, path: Path, **extra) -> Path:
     out = pd.DataFrame({"patient_id": "P" + df.rowname.astype(str), "label": (df.outcome == "Poor").astype(int),

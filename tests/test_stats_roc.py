@@ -8,16 +8,18 @@ import pandas as pd
 import pytest
 
 from alnvid.errors import StatsInputError
-from alnvid.stats import auc, average_precision, coords, operating_point, pr_curve, roc_curve, youden_point
+from alnvid.stats import (
+    auc,
+    average_precision,
+    coords,
+    operating_point,
+    pr_curve,
+    roc_curve,
+    youden_point,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc_asah"
 
-
-@pytest.fixture(scope="module")
-def asah() -> pd.DataFrame:
-    df = pd.read_csv(FIXTURES / "aSAH.csv")
-    df["y"] = (df["outcome"] == "Poor").astype(int)
-    return df
 
 
 @pytest.mark.parametrize("marker, expected", [("wfns", 0.823678861788618), ("ndka", 0.611957994579946),

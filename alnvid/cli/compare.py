@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from alnvid.cli._common import console, print_json, user_errors
-from alnvid.cli.stats import JSON_OPTION, N_BOOT_OPTION, SEED_OPTION, THRESHOLD_OPTION, _p, print_comparison
+from alnvid.cli.stats import (
+    JSON_OPTION,
+    N_BOOT_OPTION,
+    SEED_OPTION,
+    THRESHOLD_OPTION,
+    _p,
+    print_comparison,
+)
 from alnvid.errors import AlnvidError
 
 GROUPS = ("video", "static")

@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import typer
 
-from alnvid.cli import cohort, compare, cv, demo, demo_data, explain, models, report, stats, train
+from alnvid.cli import (
+    cohort,
+    compare,
+    cv,
+    demo,
+    demo_data,
+    explain,
+    models,
+    report,
+    stats,
+    train,
+)
 from alnvid.cli._common import quiet_libraries
 
 app = typer.Typer(

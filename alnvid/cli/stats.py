@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
@@ -11,8 +10,12 @@ from rich.table import Table
 from alnvid.cli._common import console, print_json, user_errors
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT
 from alnvid.stats.metrics import DiagnosticMetrics
-from alnvid.stats.predictions import (Comparison, PredictionSummary, load_predictions,
-                                      summarize_predictions)
+from alnvid.stats.predictions import (
+    Comparison,
+    PredictionSummary,
+    load_predictions,
+    summarize_predictions,
+)
 from alnvid.stats.roc import STUDY_THRESHOLD
 
 JSON_OPTION = typer.Option(False, "--json", help="Print only JSON (stable keys; NaN and infinity as null).")

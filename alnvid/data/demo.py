@@ -602,7 +602,11 @@ def _write_dicom(path: Path, frames: list[bytes], video: DemoVideo, seed: int) -
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.sequence import Sequence
-    from pydicom.uid import JPEGBaseline8Bit, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import (
+        JPEGBaseline8Bit,
+        UltrasoundMultiFrameImageStorage,
+        generate_uid,
+    )
 
     case, scanner = video.case, video.case.scanner
     rows, cols = video.frames.shape[1:3]

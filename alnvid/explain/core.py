@@ -21,7 +21,15 @@ from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError
 from alnvid.explain.gradcam import GradCAM, GradCAMResult, normalise_clip
 from alnvid.explain.keyframe import InputGeometry, Keyframe, heat_box, select_keyframes
-from alnvid.explain.overlay import HIGHLIGHT, blend, contact_sheet, keyframe_figure, save_gif, save_mp4, save_png
+from alnvid.explain.overlay import (
+    HIGHLIGHT,
+    blend,
+    contact_sheet,
+    keyframe_figure,
+    save_gif,
+    save_mp4,
+    save_png,
+)
 from alnvid.inference import TrainedModel, prepare_input
 from alnvid.io import content_hash
 from alnvid.utils import atomic_path, atomic_write_text

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from alnvid.io.base import Region, Video, VideoMeta
-from alnvid.io.read import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, content_hash, read_frame_count, read_video
+from alnvid.io.read import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    content_hash,
+    read_frame_count,
+    read_video,
+)
 
 __all__ = [
     "DICOM_SUFFIXES",

@@ -5,8 +5,19 @@ Build them by name with :func:`build_model`; :func:`get_model_spec` says what ea
 """
 from __future__ import annotations
 
-from alnvid.models.interlace import TemporalInterlace, TemporalShift, fractional_time_shift
-from alnvid.models.registry import ModelSpec, build_model, get_model_spec, list_models, load_weights, register_model
+from alnvid.models.interlace import (
+    TemporalInterlace,
+    TemporalShift,
+    fractional_time_shift,
+)
+from alnvid.models.registry import (
+    ModelSpec,
+    build_model,
+    get_model_spec,
+    list_models,
+    load_weights,
+    register_model,
+)
 from alnvid.models.static import inception_v3, resnet50, vgg19, vgg19_bn
 from alnvid.models.tin import TemporalResNet, tin_resnet50, tsm_resnet50
 from alnvid.models.video3d import r2plus1d_18, r2plus1d_50, r3d_18, resnet3d_50

@@ -16,7 +16,12 @@ from scipy.stats import beta, norm
 
 from alnvid.errors import StatsInputError
 from alnvid.stats._checks import check_level
-from alnvid.stats.roc import STUDY_THRESHOLD, OperatingPoint, confusion_at, operating_point
+from alnvid.stats.roc import (
+    STUDY_THRESHOLD,
+    OperatingPoint,
+    confusion_at,
+    operating_point,
+)
 
 CIMethod = Literal["clopper-pearson", "wilson"]
 

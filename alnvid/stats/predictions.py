@@ -14,13 +14,41 @@ import numpy as np
 import pandas as pd
 
 from alnvid.errors import AlnvidError, InputFileError, StatsInputError
-from alnvid.stats.agreement import (FleissKappaResult, KappaResult, McNemarResult, cohen_kappa, fleiss_kappa,
-                                    mcnemar)
-from alnvid.stats.bootstrap import (DEFAULT_N_BOOT, BootstrapCI, BootstrapTest, bootstrap_auc_ci, bootstrap_test,
-                                    bootstrap_test_unpaired)
-from alnvid.stats.delong import AucCI, AucTest, delong_ci, delong_test, delong_test_unpaired
-from alnvid.stats.metrics import CIMethod, DiagnosticMetrics, decision_metrics, diagnostic_metrics
-from alnvid.stats.roc import STUDY_THRESHOLD, OperatingPoint, average_precision, youden_point
+from alnvid.stats.agreement import (
+    FleissKappaResult,
+    KappaResult,
+    McNemarResult,
+    cohen_kappa,
+    fleiss_kappa,
+    mcnemar,
+)
+from alnvid.stats.bootstrap import (
+    DEFAULT_N_BOOT,
+    BootstrapCI,
+    BootstrapTest,
+    bootstrap_auc_ci,
+    bootstrap_test,
+    bootstrap_test_unpaired,
+)
+from alnvid.stats.delong import (
+    AucCI,
+    AucTest,
+    delong_ci,
+    delong_test,
+    delong_test_unpaired,
+)
+from alnvid.stats.metrics import (
+    CIMethod,
+    DiagnosticMetrics,
+    decision_metrics,
+    diagnostic_metrics,
+)
+from alnvid.stats.roc import (
+    STUDY_THRESHOLD,
+    OperatingPoint,
+    average_precision,
+    youden_point,
+)
 
 REQUIRED_COLUMNS = ("patient_id", "label", "prob")
 
