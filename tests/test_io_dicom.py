@@ -214,8 +214,9 @@ def test_truncated_jpeg_multiframe_raises_input_file_error(tmp_path):
     source = _testdata("examples_ybr_color.dcm").read_bytes()
     target = tmp_path / "cut_jpeg.dcm"
     target.write_bytes(source[: int(len(source) * 0.6)])
-    with pytest.raises(InputFileError, match="cut_jpeg.dcm"):
+    with pytest.raises(InputFileError, match="cut_jpeg.dcm") as info:
         read_video(target)
+    assert "truncated" in str(info.value) and "re-export" in str(info.value)
 
 
 def test_header_only_fragment_and_garbage_raise(tmp_path):

@@ -12,6 +12,8 @@ frames). 8-bit greyscale is kept as stored. MONOCHROME1 is inverted last so brig
 """
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +38,19 @@ _REEXPORT_FIX = "re-export the loop from the scanner or PACS (the copy is probab
 
 def read_dataset(path: Path, *, with_pixels: bool = True) -> Dataset:
     """Parse a DICOM file, accepting files without the 128-byte preamble, or raise InputFileError."""
-    try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            return pydicom.dcmread(path, stop_before_pixels=not with_pixels)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, stop_before_pixels=not with_pixels, force=True)
-    except Exception as exc:  # pydicom raises many types for malformed files; report them as one
-        raise InputFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", path=path, fix=_REEXPORT_FIX) from exc
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=not with_pixels)
+            except InvalidDicomError:
+                ds = pydicom.dcmread(path, stop_before_pixels=not with_pixels, force=True)
+        except Exception as exc:  # pydicom raises many types for malformed files; report them as one
+            raise InputFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", path=path,
+                                 fix=_REEXPORT_FIX) from exc
+    if any("End of file reached" in str(w.message) for w in caught):
+        # pydicom drops a truncated encapsulated PixelData with only a warning
+        raise InputFileError("the file is truncated: it ends inside the pixel data", path=path, fix=_REEXPORT_FIX)
     if "Rows" not in ds:
         raise InputFileError("not a DICOM image (no Rows attribute; is it a report, DICOMDIR or other file?)",
                              path=path, fix="point to the DICOM file that holds the ultrasound image or cine loop.")
