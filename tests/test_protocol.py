@@ -198,3 +198,14 @@ def test_compare_video_static_json(runs):
                                        "--json"])
     assert readers.exit_code == 0, readers.output
     assert [r["name"] for r in json.loads(readers.output)["readers"]] == ["junior", "senior", "expert"]
+
+
+def test_predict_reproduces_the_run_predictions(runs, tiny_cohort):
+    fold = runs / "tin-cv" / "fold_0"
+    expected = pd.read_csv(fold / "predictions_test_a.csv")
+    manifest = pd.read_csv(tiny_cohort)
+    paths = [str(tiny_cohort.parent / manifest.set_index("patient_id").loc[p, "path"]) for p in expected["patient_id"]]
+    result = CliRunner().invoke(app, ["predict", *paths, "-c", str(fold / "checkpoints" / "best.ckpt"), "--json"])
+    assert result.exit_code == 0, result.output
+    probs = [row["prob"] for row in json.loads(result.output)]
+    assert np.allclose(probs, expected["prob"], atol=1e-5)
