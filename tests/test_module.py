@@ -1,0 +1,49 @@
+"""ALNClassifier: the study's loss and optimiser, P(metastasis) = softmax class 1, bf16 and channels_last."""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from alnvid.models.module import ALNClassifier
+
+
+def _batches(kind: str, n: int = 4) -> DataLoader:
+    shape = (3, 4, 32, 32) if kind == "clip" else (3, 32, 32)
+    items = [{"x": torch.rand(shape), "label": i % 2, "patient_id": f"P{i}", "line": i + 2} for i in range(n)]
+    return DataLoader(items, batch_size=2)
+
+
+def test_probability_is_softmax_of_class_one():
+    module = ALNClassifier("resnet50").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(module.class_probabilities(x)[:, 1], module(x).softmax(-1)[:, 1])
+        # several frames of one video: their probabilities are averaged into one
+        frames = torch.rand(1, 3, 3, 32, 32)
+        expected = module(frames[0]).softmax(-1).mean(0)
+        assert torch.allclose(module.class_probabilities(frames)[0], expected)
+
+
+def test_optimiser_is_adam_with_the_study_learning_rate():
+    optimizer = ALNClassifier("resnet50").configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-4
+    cosine = ALNClassifier("resnet50", schedule="cosine", epochs=10).configure_optimizers()
+    assert isinstance(cosine["lr_scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+
+
+@pytest.mark.parametrize("model, kind", [("tin", "clip"), ("resnet50", "image")])
+def test_bf16_mixed_precision_and_channels_last_train(model, kind):
+    module = ALNClassifier(model, num_frames=4, channels_last=True)
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=_batches(kind, 2), val_dataloaders=_batches(kind))
+    assert torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert 0 <= float(trainer.callback_metrics["val_auc"]) <= 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    outputs = trainer.predict(module, _batches(kind))
+    rows = [row for batch in outputs for row in batch]
+    assert [r["patient_id"] for r in rows] == ["P0", "P1", "P2", "P3"]
+    assert all(0 <= r["prob"] <= 1 for r in rows)
