@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=25, help="batches timed per worker count")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
         manifest = load_manifest(_manifest(args, workdir))
         paths = list(manifest.table["path"])
