@@ -70,7 +70,7 @@ def run_protocol(
     explanation = None
     if example is not None:
         say(f"Explaining {example.name} with Grad-CAM")
-        explanation = explain_file(best, example, out / "explain").json_path
+        explanation = explain_file(best, example, out / "explain").files["json"]
     settings = "fast CPU settings (T 8, 64 px, 3 epochs)" if fast_settings else "study settings (T 16, 224 px, 300 epochs)"
     return ProtocolResult(manifest, results, report.out / "report.html", explanation, settings)
 
