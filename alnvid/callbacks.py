@@ -1,4 +1,5 @@
-"""Lightning callbacks: per-epoch history, bootstrapped AUC confidence intervals, fold bookkeeping, Grad-CAM export."""
+"""Lightning callbacks: per-epoch history, bootstrapped AUC confidence intervals, reseeding, fold bookkeeping.
+(The Grad-CAM export callback lives with the rest of Grad-CAM, in alnvid.explain.export.)"""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
 from alnvid.stats.delong import delong_ci
 from alnvid.utils import atomic_path, atomic_write_text
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_auc_delong_low",
+                   "val_auc_delong_high", "val_auc_boot_low", "val_auc_boot_high")
 
 
 class EpochHistory(L.Callback):
@@ -43,11 +45,11 @@ class EpochHistory(L.Callback):
 
 
 class EpochSeed(L.Callback):
-    """Reseeds every RNG at the start of each epoch from (seed, epoch).
+    """Reseeds the global RNGs at the start of each epoch from (seed, epoch).
 
-    An epoch's shuffling, sampling and augmentation then depend on the seed and the epoch alone, so a run
-    resumed from its last checkpoint continues exactly as the uninterrupted run would (on the CPU, with
-    DataLoader workers off or not persistent).
+    The model's own randomness (dropout) then depends on the seed and the epoch alone; the data's order and
+    augmentation already do (SeededShuffle). Together a run resumed from its last checkpoint continues as the
+    uninterrupted run would (exactly so on the CPU).
     """
 
     def __init__(self, seed: int):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alnvid.data.manifest import reader_names
 from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.runs import RunRecord
 from alnvid.stats import (
@@ -133,23 +134,35 @@ def model_with_readers(run: RunRecord, readers: pd.DataFrame, split: str) -> Pre
     if split not in run.prediction_files:
         raise AlnvidError(f"run {run.name} has no predictions for split '{split}'", path=run.folder)
     model = load_predictions(run.prediction_files[split])
-    names = [c[len("reader_"):] for c in readers.columns if c.startswith("reader_") and not c.endswith("_score")]
+    names = reader_names(readers.columns)
     if not names:
         raise AlnvidError("no reader_<name> columns with sonographers' calls",
                           fix="add reader_<name> (0/1) and optionally reader_<name>_score columns per patient.")
     table = readers.drop_duplicates("patient_id").set_index("patient_id")
-    missing = [p for p in model.patient_id if p not in table.index or table.loc[p, f"reader_{names[0]}"] in ("", None)]
-    if missing:
-        raise AlnvidError(f"{len(missing)} patient(s) of {split} have no reader calls (e.g. {missing[0]})",
+    absent = [p for p in model.patient_id if p not in table.index]
+    if absent:
+        raise AlnvidError(f"{len(absent)} patient(s) of {split} are not in the readers table (e.g. {absent[0]})",
                           fix=f"give every {split} patient's reader calls, or compare on the split that has them.")
+    table = table.loc[model.patient_id]
     calls = {}
     for name in names:
-        decision = table.loc[model.patient_id, f"reader_{name}"].astype(float).astype(int).to_numpy()
+        decision = _reader_column(table, f"reader_{name}", split, allowed={0.0, 1.0})
         score_column = f"reader_{name}_score"
-        score = (table.loc[model.patient_id, score_column].astype(float).to_numpy()
-                 if score_column in table.columns else None)
-        calls[name] = ReaderCalls(name, decision, score)
+        score = _reader_column(table, score_column, split) if score_column in table.columns else None
+        calls[name] = ReaderCalls(name, decision.astype(int), score)
     return Predictions(model.path, model.patient_id, model.label, model.prob, model.split, calls)
+
+
+def _reader_column(table: pd.DataFrame, column: str, split: str, allowed: set[float] | None = None) -> np.ndarray:
+    """A reader column as numbers; empty or non-numeric cells (or calls other than 0/1) are named in the error."""
+    values = pd.to_numeric(table[column].replace("", np.nan), errors="coerce")
+    bad = values.isna() | (~values.isin(allowed) if allowed else False)
+    if bad.any():
+        examples = ", ".join(f"{pid}: {table[column][pid]!r}" for pid in values.index[bad][:3])
+        expected = "0 or 1" if allowed else "a number"
+        raise AlnvidError(f"{column} must be {expected} for every {split} patient ({int(bad.sum())} are not: "
+                          f"{examples})", fix=f"fill in {column} for those patients.")
+    return values.to_numpy(dtype=float)
 
 
 def compare_with_readers(run: RunRecord, readers: pd.DataFrame, split: str, *, n_boot: int = 2000,

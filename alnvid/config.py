@@ -44,6 +44,10 @@ class DataConfig:
     seed: int = 0
 
 
+    def __post_init__(self) -> None:
+        _choice("data.still_frames", self.still_frames, ("middle", "all"))
+
+
 @dataclass
 class ModelConfig:
     """Which backbone, and optional local weights (nothing is downloaded)."""
@@ -63,6 +67,9 @@ class OptimConfig:
     schedule: str = "none"
     """'none' (the study) or 'cosine' (annealed to 0 over the epochs)."""
 
+    def __post_init__(self) -> None:
+        _choice("optim.schedule", self.schedule, ("none", "cosine"))
+
 
 @dataclass
 class TrainerConfig:
@@ -72,7 +79,8 @@ class TrainerConfig:
     batch_size: int = 4
     precision: str = "32-true"
     accelerator: str = "auto"
-    devices: str = "auto"
+    devices: str = "1"
+    """One device: several folds run as separate jobs (`alnvid cv --fold K`) rather than one DDP job."""
     seed: int = 0
     patience: int | None = None
     """Stop early after this many epochs without a better validation AUC (None = train all epochs)."""
@@ -142,6 +150,11 @@ def fast(config: RunConfig) -> RunConfig:
     return config
 
 
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AlnvidError(f"{name} is {value!r}", fix=f"use one of: {', '.join(choices)}.")
+
+
 def _from_dict(cls: type, values: dict[str, Any], source: str, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -181,4 +194,6 @@ def resolve_config(config_file: str | Path | None, *, fast_settings: bool, overr
         if not hasattr(target, name):
             raise AlnvidError(f"unknown setting {dotted}")
         setattr(target, name, value)
+        if hasattr(target, "__post_init__"):
+            target.__post_init__()  # the same checks as a value read from a file
     return config

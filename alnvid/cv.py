@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,11 @@ import pandas as pd
 from alnvid.callbacks import FoldBookkeeping
 from alnvid.config import RunConfig
 from alnvid.data.datamodule import ProgressFn
+from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
-from alnvid.train import fit, prediction_auc
-from alnvid.utils import atomic_path, atomic_write_text
+from alnvid.runs import fold_folder
+from alnvid.train import fit, prediction_auc, read_predictions, write_table
+from alnvid.utils import atomic_write_text
 
 
 @dataclass
@@ -33,8 +36,24 @@ class CVResult:
     ensemble_auc: dict[str, float]
 
 
-def fold_folder(out: Path, fold: int) -> Path:
-    return out / f"fold_{fold}"
+RESULT_SETTINGS = {
+    "data": ("manifest", "frames", "resize", "crop_size", "input_size", "augment", "elastic", "mask_overlays",
+             "still_frames", "fold", "num_folds", "seed"),
+    "model": ("name", "num_classes", "weights"),
+    "optim": ("lr", "weight_decay", "schedule"),
+    "trainer": ("epochs", "batch_size", "precision", "seed"),
+}
+"""Settings that change a fold's result: a finished fold trained with other values is not reused."""
+
+
+def _check_finished_fold(folder: Path, expected: RunConfig) -> None:
+    """Refuse to reuse a finished fold whose settings differ from this run's (it would mix two protocols)."""
+    saved = RunConfig.load(folder / "config.yaml")
+    differ = [f"{section}.{name}" for section, names in RESULT_SETTINGS.items() for name in names
+              if getattr(getattr(saved, section), name) != getattr(getattr(expected, section), name)]
+    if differ:
+        raise AlnvidError(f"this finished fold was trained with other settings ({', '.join(differ)})", path=folder,
+                          fix="use a new --out for the new settings, or delete the fold folders to retrain them.")
 
 
 def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, progress: ProgressFn | None = None,
@@ -45,15 +64,18 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     """
     out = Path(config.out)
     todo = [only_fold] if only_fold is not None else list(range(folds))
+    manifest = load_manifest(config.data.manifest)
+    config.data.manifest = str(manifest.path)
     for fold in todo:
         folder = fold_folder(out, fold)
-        if (folder / "summary.json").is_file():
-            continue
-        if on_fold_start:
-            on_fold_start(fold, folds)
         fold_config = copy.deepcopy(config)
         fold_config.data.fold, fold_config.data.num_folds, fold_config.out = fold, folds, str(folder)
         fold_config.explain.export = False  # only the selected fold is explained, once all folds are in
+        if (folder / "summary.json").is_file():
+            _check_finished_fold(folder, fold_config)
+            continue
+        if on_fold_start:
+            on_fold_start(fold, folds)
         fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
             extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
     if only_fold is not None:
@@ -69,7 +91,6 @@ def explain_best_fold(result: CVResult, config: RunConfig) -> None:
 
     A split whose index.csv exists was exported by an earlier (interrupted) run and is kept.
     """
-    from alnvid.data.manifest import load_manifest
     from alnvid.explain.export import GradCAMExport
     from alnvid.inference import load_trained
 
@@ -85,10 +106,14 @@ def explain_best_fold(result: CVResult, config: RunConfig) -> None:
 def collect_cv(out: str | Path) -> CVResult:
     """Assemble finished folds: out-of-fold predictions, best fold, fold ensemble, cv_summary.json."""
     out = Path(out)
-    folders = sorted(out.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not folders:
-        raise AlnvidError("no fold_* folders here", path=out, fix="run `alnvid cv --out` with this folder first.")
-    num_folds = json.loads((folders[0] / "fold.json").read_text())["num_folds"]
+    states = [json.loads(p.read_text()) for p in out.glob("fold_*/fold.json") if re.fullmatch(r"fold_\d+", p.parent.name)]
+    if not states:
+        raise AlnvidError("no cross-validation folds here", path=out, fix="run `alnvid cv --out` with this folder first.")
+    counts = {state["num_folds"] for state in states}
+    if len(counts) > 1:
+        raise AlnvidError(f"the folds here come from different fold counts ({sorted(counts)})", path=out,
+                          fix="keep one cross-validation per folder: move the stray fold folders away.")
+    num_folds = counts.pop()
     summaries = {}
     for k in range(num_folds):
         file = fold_folder(out, k) / "summary.json"
@@ -99,22 +124,22 @@ def collect_cv(out: str | Path) -> CVResult:
         raise AlnvidError(f"fold(s) {', '.join(map(str, missing))} of {num_folds} not finished", path=out,
                           fix="run `alnvid cv --fold K` for each (or `alnvid cv` without --fold to run them all).")
 
-    oof = pd.concat([pd.read_csv(fold_folder(out, k) / "predictions_val.csv").assign(fold=k) for k in summaries])
+    oof = pd.concat([read_predictions(fold_folder(out, k) / "predictions_val.csv").assign(fold=k) for k in summaries])
     fold_auc = {k: float(s["val_auc"]) for k, s in summaries.items()}
     best_fold = max(fold_auc, key=lambda k: (fold_auc[k], -k))
     model = summaries[best_fold]["model"]
     predictions = {"oof": "oof_predictions.csv"}
-    _write_csv(oof.assign(split="oof"), out / "oof_predictions.csv")
+    write_table(oof.assign(split="oof"), out / "oof_predictions.csv")
     test_splits = [s for s in summaries[best_fold]["predictions"] if s != "val"]
     test_auc, ensemble_auc, ensemble = {}, {}, {}
     for split in test_splits:
-        per_fold = [pd.read_csv(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
+        per_fold = [read_predictions(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
         best = per_fold[list(summaries).index(best_fold)]
-        _write_csv(best, out / f"predictions_{split}.csv")
+        write_table(best, out / f"predictions_{split}.csv")
         predictions[split] = f"predictions_{split}.csv"
         mean = pd.concat(per_fold).groupby("patient_id", sort=False).agg(
             label=("label", "first"), prob=("prob", "mean"), split=("split", "first")).reset_index()
-        _write_csv(mean, out / "ensemble" / f"predictions_{split}.csv")
+        write_table(mean, out / "ensemble" / f"predictions_{split}.csv")
         ensemble[split] = f"ensemble/predictions_{split}.csv"
         test_auc[split] = prediction_auc(best)
         ensemble_auc[split] = prediction_auc(mean)
@@ -134,9 +159,4 @@ def collect_cv(out: str | Path) -> CVResult:
     }
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=2))
     return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc)
-
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
 

@@ -1,6 +1,7 @@
 """Use a trained run on new files: the same crop, resize, sampling and scaling as at evaluation in training."""
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier
 from alnvid.models.registry import ModelSpec
+from alnvid.train import network_input_size
 
 
 @dataclass
@@ -32,7 +34,7 @@ class TrainedModel:
 
     @property
     def input_size(self) -> int:
-        return max(self.config.data.input_size or self.spec.input_size, self.spec.min_input_size)
+        return network_input_size(self.config.data, self.spec)
 
 
 @dataclass
@@ -52,12 +54,16 @@ def load_trained(checkpoint: str | Path, *, device: str = "cpu") -> TrainedModel
         raise AlnvidError("checkpoint not found", path=checkpoint,
                           fix="give a run's checkpoints/best.ckpt (written by `alnvid fit` or `alnvid cv`).")
     config_file = checkpoint.parent.parent / "config.yaml"
+    if not config_file.is_file():
+        raise AlnvidError("the checkpoint is not inside its run folder (no ../config.yaml beside checkpoints/)",
+                          path=checkpoint, fix="keep checkpoints/ inside the run folder: its config.yaml holds the "
+                          "crop, size and clip settings the model must be given.")
     try:
         module = ALNClassifier.load_from_checkpoint(checkpoint, map_location=device, weights=None)
-    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
+    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
         raise AlnvidError(f"not a readable alnvid checkpoint ({type(exc).__name__})", path=checkpoint,
                           fix="check the file is complete; a crashed run keeps checkpoints/last.ckpt.") from None
-    config = RunConfig.load(config_file) if config_file.is_file() else RunConfig()
+    config = RunConfig.load(config_file)
     config.data.frames = module.hparams.num_frames
     return TrainedModel(module.eval().to(device), config, checkpoint)
 
@@ -80,7 +86,7 @@ def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = Non
                  cache: PreprocessCache | None = None) -> FilePrediction:
     """Probability of metastasis for one DICOM or video file."""
     data = model.config.data
-    cache = cache or PreprocessCache(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+    cache = cache or PreprocessCache.from_config(data)
     video = cache.load(path, box=box)
     x, indices = prepare_input(model, video)
     with torch.no_grad():
@@ -91,11 +97,11 @@ def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = Non
 def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd.DataFrame:
     """Predict every row of a manifest table (patient_id, path[, label, crop_box]) into patient_id, path, prob."""
     data = model.config.data
-    cache = PreprocessCache(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+    cache = PreprocessCache.from_config(data)
     rows = []
     for done, row in enumerate(table.itertuples(index=False)):
         box = getattr(row, "crop_box", "")
-        result = predict_file(model, row.path, box=Box.from_string(box) if box else None, cache=cache)
+        result = predict_file(model, row.path, box=Box.optional(box), cache=cache)
         rows.append({"patient_id": row.patient_id, "path": row.path, "label": getattr(row, "label", None),
                      "prob": result.prob})
         if progress:

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from alnvid.compare import compare_runs, compare_with_readers, readers_table
-from alnvid.data.manifest import reader_names
+from alnvid.data.manifest import load_manifest, reader_names
 from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.plots import (
     plot_calibration,
@@ -36,7 +36,6 @@ from alnvid.stats import (
     pr_curve,
     roc_curve,
 )
-from alnvid.train import prediction_auc
 from alnvid.utils import atomic_path, atomic_write_text
 
 TABLE1_EXCLUDED = {"patient_id", "path", "still_path", "split", "crop_box", "line", "site"}
@@ -105,13 +104,7 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
     manifest = Path(manifest) if manifest else manifest_of(runs)
     written: list[Path] = []
 
-    cohort = None
-    if manifest is not None and manifest.is_file():
-        table = pd.read_csv(manifest, keep_default_na=False, na_values=[""])
-        columns = [c for c in table.columns if c not in TABLE1_EXCLUDED and not c.startswith("reader_")]
-        if table["split"].nunique() >= 2:
-            categorical = [c for c in ("label", "birads") if c in columns]
-            cohort = cohort_table(table.fillna({"split": "train"}), "split", columns, categorical=categorical).table
+    cohort = table1(manifest) if manifest is not None and manifest.is_file() else None
     t2 = table2(runs)
     video = [r for r in runs if r.kind == "video"]
     static = [r for r in runs if r.kind == "static"]
@@ -136,7 +129,7 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
                 reader_summary = compare_with_readers(best_video, readers_table(manifest), reader_split,
                                                       n_boot=n_boot, seed=seed)
                 t3 = table3(reader_summary, best_video.name)
-            except StatsInputError as error:
+            except AlnvidError as error:  # too few cases, or reader calls missing for some patients
                 notes.append(f"Table 3 not computed on {reader_split}: {error.problem}")
 
     for name, frame in (("table1_cohort", cohort), ("table2_performance", t2), ("table3_readers", t3),
@@ -165,12 +158,38 @@ def manifest_of(runs: list[RunRecord]) -> Path | None:
 
 
 def best_run(runs: list[RunRecord], split: str) -> RunRecord:
-    """The video model (any model if there is none) with the highest AUC on `split`, for the reader study."""
+    """The video model (any model if there is none) for the reader study on `split`, chosen on development data
+    (out-of-fold AUC of a CV run, validation AUC of a single fit), never on the test split itself."""
     candidates = [r for r in runs if r.kind == "video" and split in r.predictions] or \
         [r for r in runs if split in r.predictions]
     if not candidates:
         raise AlnvidError(f"no run has predictions for split '{split}'", fix="choose the split the readers read.")
-    return max(candidates, key=lambda r: prediction_auc(r.predictions[split]))
+    return max(candidates, key=lambda r: r.summary.get("oof_auc", r.summary.get("val_auc", float("nan"))))
+
+
+def table1(manifest: Path) -> pd.DataFrame | None:
+    """Cohort characteristics per split, one row per patient (their first video).
+
+    Only numeric columns and categorical columns with few levels (at most 12, and fewer than half the
+    patients) are described: free-text or identifying columns (names, record numbers, dates) never reach the
+    report.
+    """
+    table = load_manifest(manifest, check_files=False).table.drop_duplicates("patient_id")
+    if table["split"].nunique() < 2:
+        return None
+    columns, categorical = [], []
+    for column in table.columns:
+        if column in TABLE1_EXCLUDED or column.startswith("reader_"):
+            continue
+        values = table[column].replace("", np.nan)
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().sum() == values.notna().sum() and values.notna().any() and column != "label":
+            table[column] = numeric
+            columns.append(column)
+        elif values.nunique() <= min(12, len(table) / 2):
+            columns.append(column)
+            categorical.append(column)
+    return cohort_table(table, "split", columns, categorical=categorical).table
 
 
 def _figures(runs: list[RunRecord], folder: Path, best_video: RunRecord | None,

@@ -9,6 +9,12 @@ import pandas as pd
 
 from alnvid.errors import AlnvidError
 from alnvid.models.registry import get_model_spec
+from alnvid.train import read_predictions
+
+
+def fold_folder(out: Path, fold: int) -> Path:
+    """Where fold `fold` of a cross-validation in `out` lives."""
+    return out / f"fold_{fold}"
 
 
 @dataclass
@@ -37,18 +43,22 @@ def load_run(folder: str | Path) -> RunRecord:
     if not summary_file.is_file():
         raise AlnvidError("not a finished run folder (no summary.json or cv_summary.json)", path=folder,
                           fix="give a folder written by `alnvid fit` or `alnvid cv` (finish or --collect it first).")
-    summary = json.loads(summary_file.read_text())
-    prediction_files = {split: folder / rel for split, rel in summary["predictions"].items()}
-    predictions = {split: pd.read_csv(path) for split, path in prediction_files.items()}
+    try:
+        summary = json.loads(summary_file.read_text())
+        prediction_files = {split: folder / rel for split, rel in summary["predictions"].items()}
+        predictions = {split: read_predictions(path) for split, path in prediction_files.items()}
+        model = summary["model"]
+    except (json.JSONDecodeError, KeyError, OSError) as error:
+        raise AlnvidError(f"incomplete or foreign run folder ({type(error).__name__}: {error})", path=summary_file,
+                          fix="rerun or --collect the run; do not edit its files by hand.") from None
     if summary_file == cv_file:
-        epochs = {f"fold {k}": pd.read_csv(folder / f"fold_{k}" / "epochs.csv") for k in summary["folds_done"]
-                  if (folder / f"fold_{k}" / "epochs.csv").is_file()}
-        provenance_file = folder / f"fold_{summary['best_fold']}" / "provenance.json"
-        config_file = folder / f"fold_{summary['best_fold']}" / "config.yaml"
+        folds = {k: fold_folder(folder, k) for k in summary["folds_done"]}
+        epochs = {f"fold {k}": pd.read_csv(f / "epochs.csv") for k, f in folds.items() if (f / "epochs.csv").is_file()}
+        provenance_file = fold_folder(folder, summary["best_fold"]) / "provenance.json"
+        config_file = fold_folder(folder, summary["best_fold"]) / "config.yaml"
     else:
         epochs = {"fit": pd.read_csv(folder / "epochs.csv")} if (folder / "epochs.csv").is_file() else {}
         provenance_file, config_file = folder / "provenance.json", folder / "config.yaml"
-    model = summary["model"]
     return RunRecord(
         folder=folder,
         name=folder.name,
@@ -64,11 +74,13 @@ def load_run(folder: str | Path) -> RunRecord:
 
 
 def find_runs(root: str | Path) -> list[RunRecord]:
-    """Every finished run directly under `root` (or `root` itself), sorted by name."""
+    """Every finished run directly under `root`, sorted by name; `root` alone if it is itself a run."""
     root = Path(root)
     if not root.is_dir():
         raise AlnvidError("runs folder not found", path=root, fix="give the folder that holds your run folders.")
-    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
+    if (root / "summary.json").is_file() or (root / "cv_summary.json").is_file():
+        return [load_run(root)]  # a CV folder's fold_k runs are part of it, not models of their own
+    candidates = sorted(p for p in root.iterdir() if p.is_dir())
     runs = [load_run(p) for p in candidates if (p / "summary.json").is_file() or (p / "cv_summary.json").is_file()]
     if not runs:
         raise AlnvidError("no finished runs found", path=root, fix="run `alnvid cv` or `alnvid fit` with --out here.")

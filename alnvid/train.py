@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from alnvid.callbacks import BootstrapAUC, EpochHistory, EpochSeed
-from alnvid.config import RunConfig
+from alnvid.config import DataConfig, RunConfig
 from alnvid.data.datamodule import (
     CohortDataModule,
     ProgressFn,
@@ -27,7 +27,7 @@ from alnvid.data.datamodule import (
 from alnvid.data.manifest import Manifest, load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier
-from alnvid.models.registry import get_model_spec
+from alnvid.models.registry import ModelSpec, get_model_spec
 from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
 from alnvid.stats import auc
@@ -46,12 +46,18 @@ class FitResult:
     test_auc: dict[str, float] = field(default_factory=dict)
 
 
+def network_input_size(data: DataConfig, spec: ModelSpec) -> int:
+    """The side fed to the network: the configured size, else the model's own (299 for InceptionV3), never below
+    the smallest the architecture accepts."""
+    return max(data.input_size or spec.input_size, spec.min_input_size)
+
+
 def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn | None = None) -> CohortDataModule:
     """The DataModule matching the model's input kind (clips for video models, images for static ones)."""
     spec = get_model_spec(config.model.name)
     kind = VideoDataModule if spec.input_kind == "clip" else StillDataModule
-    input_size = max(config.data.input_size or spec.input_size, spec.min_input_size)
-    return kind(manifest, config.data, batch_size=config.trainer.batch_size, input_size=input_size,
+    return kind(manifest, config.data, batch_size=config.trainer.batch_size,
+                input_size=network_input_size(config.data, spec),
                 progress=progress)
 
 
@@ -83,6 +89,7 @@ def fit(
         raise AlnvidError("this run folder already holds a finished run", path=out,
                           fix="choose another --out, or pass --resume to continue it.")
     manifest = load_manifest(config.data.manifest)
+    config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.yaml")
     atomic_write_text(out / "provenance.json",
@@ -131,9 +138,9 @@ def fit(
         out=out,
         best_checkpoint=best_path,
         best_epoch=best_epoch,
-        val_auc=float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+        val_auc=prediction_auc(read_predictions(predictions["val"])),  # per patient, like the test AUCs
         predictions=predictions,
-        test_auc={split: prediction_auc(pd.read_csv(path)) for split, path in predictions.items() if split != "val"},
+        test_auc={split: prediction_auc(read_predictions(path)) for split, path in predictions.items() if split != "val"},
     )
     summary = {"model": config.model.name, "best_epoch": result.best_epoch, "val_auc": result.val_auc,
                "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)),
@@ -149,10 +156,20 @@ def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: Cohort
         batches = trainer.predict(module, dataloaders=datamodule.split_dataloader(split))
         rows = pd.DataFrame([row for batch in batches for row in batch])
         path = out / f"predictions_{split}.csv"
-        with atomic_path(path) as tmp:
-            patient_level(rows).assign(split=split).to_csv(tmp, index=False)
+        write_table(patient_level(rows).assign(split=split), path)
         written[split] = path
     return written
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A predictions CSV written by a run; patient ids stay text (an id like 007 keeps its zeros)."""
+    return pd.read_csv(path, dtype={"patient_id": str, "split": str})
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write a CSV atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def patient_level(rows: pd.DataFrame) -> pd.DataFrame:

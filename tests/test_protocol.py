@@ -79,6 +79,14 @@ def test_fit_writes_every_artefact_and_resumes(tiny_cohort, tiny_data_config, tm
     assert set(result.test_auc) == {"test_a", "test_b"}
     with pytest.raises(AlnvidError, match="already holds a finished run"):
         fit(config)
+    # the resumed run ends exactly where an uninterrupted one does
+    uninterrupted = _config(tiny_cohort, tiny_data_config, tmp_path / "reference", epochs=2)
+    uninterrupted.explain.export = False
+    fit(uninterrupted)
+    for split in ("val", "test_a", "test_b"):
+        resumed = pd.read_csv(out / f"predictions_{split}.csv")["prob"]
+        reference = pd.read_csv(tmp_path / "reference" / f"predictions_{split}.csv")["prob"]
+        assert np.allclose(resumed, reference, atol=1e-6), split
 
 
 def test_fit_cli_fast_json(tiny_cohort, tmp_path):

@@ -52,7 +52,7 @@ def explain(
             raise AlnvidError(f"no rows in split {split!r}", path=manifest,
                               fix=f"use one of: {', '.join(cohort.splits)}.")
         boxes = table["crop_box"] if "crop_box" in table.columns else [""] * len(table)
-        jobs = [(str(pid), Path(path), Box.from_string(box) if box else None)
+        jobs = [(str(pid), Path(path), Box.optional(box))
                 for pid, path, box in zip(table["patient_id"], table["path"], boxes)]
 
     model = load_trained(checkpoint)

@@ -21,7 +21,8 @@ TRAINING_OPTIONS = {
     "schedule": typer.Option(None, "--schedule", help="Learning-rate schedule: none (the study) or cosine."),
     "precision": typer.Option(None, "--precision", help="32-true (default), bf16-mixed or 16-mixed on a GPU."),
     "accelerator": typer.Option(None, "--accelerator", help="auto (GPU when present, default), gpu or cpu."),
-    "devices": typer.Option(None, "--devices", help="Devices to use: auto (default), 1, 2, ..."),
+    "devices": typer.Option(None, "--devices", help="Devices per run (default 1). To use several GPUs, run "
+                           "cross-validation folds as separate jobs with `alnvid cv --fold K`."),
     "workers": typer.Option(None, "--workers", help="DataLoader worker processes. Default 2."),
     "cache_dir": typer.Option(None, "--cache-dir", help="Where decoded, cropped frames are cached. "
                               "Default .alnvid-cache."),

@@ -63,6 +63,11 @@ class PreprocessCache:
         """How many files this process has decoded (a warm cache decodes none)."""
         self._hashes: dict[tuple[str, int, int], str] = {}
 
+    @classmethod
+    def from_config(cls, data) -> PreprocessCache:
+        """The cache a run's data settings (alnvid.config.DataConfig) read and fill."""
+        return cls(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+
     def load(self, path: str | Path, *, box: Box | None = None) -> Preprocessed:
         """The preprocessed video, from the cache when present, else decoded and stored."""
         entry = self._entry(Path(path), box)

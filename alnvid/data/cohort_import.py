@@ -41,7 +41,12 @@ def import_manifest(
     renamed = table.rename(columns={theirs: ours for ours, theirs in columns.items()})
     renamed = renamed.loc[:, ~renamed.columns.duplicated()]
     renamed["path"] = [str((source.parent / p).resolve()) if p else "" for p in renamed["path"]]
-    renamed["label"] = renamed["label"].astype(int)
+    labels = renamed["label"].str.strip().map({"0": 0, "1": 1, "0.0": 0, "1.0": 1})
+    if labels.isna().any():
+        bad = renamed.loc[labels.isna(), "label"].unique()[:5]
+        raise AlnvidError(f"label values {', '.join(map(repr, bad))} are not 0 or 1", path=source,
+                          fix="map the label column to 0 (no metastasis) / 1 (metastasis) before importing.")
+    renamed["label"] = labels.astype(int)
     renamed["split"] = "train"
     if external_site is not None:
         if "site" not in renamed.columns:

@@ -67,6 +67,11 @@ class Box:
             raise AlnvidError(f"cannot read crop box {text!r}",
                               fix="write it as four integers x0,y0,x1,y1 (pixels, x1/y1 exclusive), e.g. 40,60,600,520.") from None
 
+    @classmethod
+    def optional(cls, text: object) -> Box | None:
+        """A manifest's `crop_box` cell: None when empty (or missing), else the parsed box."""
+        return cls.from_string(text) if isinstance(text, str) and text.strip() else None
+
     def __str__(self) -> str:
         return f"{self.x0},{self.y0},{self.x1},{self.y1}"
 

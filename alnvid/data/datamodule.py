@@ -20,7 +20,7 @@ from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
 from alnvid.data.folds import holdout, patient_folds
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
-from alnvid.data.sampling import segment_indices
+from alnvid.data.sampling import SeededShuffle, segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError
 
@@ -44,16 +44,20 @@ class _CohortDataset(Dataset):
 
     def _video(self, row: pd.Series) -> Preprocessed:
         box = row.get("crop_box", "")
-        return self.cache.load(row["path"], box=Box.from_string(box) if box else None)
+        return self.cache.load(row["path"], box=Box.optional(box))
 
-    def _rng(self) -> np.random.Generator:
-        """This item's randomness (frame choice and augmentation), drawn from torch's seeded generator.
+    def _rng(self, seed: int) -> np.random.Generator:
+        """This item's randomness (frame choice and augmentation) from its seed (see SeededShuffle).
 
         albumentations otherwise draws from its own unseeded generator, and runs would not repeat.
         """
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
         self.transform.set_random_seed(seed)
         return np.random.default_rng(seed)
+
+    def _row(self, key: int | tuple[int, int]) -> tuple[pd.Series, int]:
+        """Training keys are (index, seed) pairs from SeededShuffle; evaluation keys plain indices."""
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        return self.rows.iloc[index], seed
 
     def _item(self, row: pd.Series, x: torch.Tensor, frame_indices: np.ndarray) -> dict:
         return {"x": x, "label": int(row["label"]), "patient_id": str(row["patient_id"]),
@@ -63,10 +67,10 @@ class _CohortDataset(Dataset):
 class ClipDataset(_CohortDataset):
     """One clip of T frames per video, as (3, T, H, W) in [0, 1]."""
 
-    def __getitem__(self, index: int) -> dict:
-        row = self.rows.iloc[index]
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        row, seed = self._row(key)
         video = self._video(row)
-        rng = self._rng()
+        rng = self._rng(seed)
         indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
                                   rng=rng)
         return self._item(row, apply_to_clip(self.transform, video.frames[indices]), indices)
@@ -80,11 +84,11 @@ class StillDataset(_CohortDataset):
     one per video. Items are (3, H, W) otherwise.
     """
 
-    def __getitem__(self, index: int) -> dict:
-        row = self.rows.iloc[index]
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        row, seed = self._row(key)
         still = row.get("still_path", "")
         video = self.cache.load(still) if still else self._video(row)
-        rng = self._rng()
+        rng = self._rng(seed)
         every_frame = self.config.still_frames == "all" and not still
         if every_frame and self.train:
             indices = rng.integers(0, video.n_frames, size=1)
@@ -119,7 +123,7 @@ class CohortDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.input_size = input_size or config.input_size or config.crop_size
         self.progress = progress
-        self.cache = PreprocessCache(config.cache_dir, config.resize, mask_overlays=config.mask_overlays)
+        self.cache = PreprocessCache.from_config(config)
         self.train_rows, self.val_rows = development_split(self.manifest, config)
         self.test_rows = {split: self.manifest.rows(split) for split in self.manifest.test_splits}
 
@@ -136,7 +140,7 @@ class CohortDataModule(L.LightningDataModule):
         boxes = dict(zip(table["path"], table["crop_box"])) if "crop_box" in table.columns else {}
         for done, file in enumerate(files):
             box = boxes.get(file, "")
-            self.cache.load(file, box=Box.from_string(box) if box else None)
+            self.cache.load(file, box=Box.optional(box))
             if self.progress:
                 self.progress(done + 1, len(files), Path(file).name)
 
@@ -164,7 +168,7 @@ class CohortDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=SeededShuffle(len(dataset), self.config.seed) if shuffle else None,
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=workers,
             pin_memory=self.config.pin_memory and torch.cuda.is_available(),

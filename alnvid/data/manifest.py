@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from alnvid.errors import ManifestError
+from alnvid.data.crop import Box
+from alnvid.errors import AlnvidError, ManifestError
 
 REQUIRED_COLUMNS = ("patient_id", "path", "label")
 TRAIN_SPLITS = ("train", "val")
@@ -220,10 +221,10 @@ def _resolve(value: str, base: Path) -> str:
 
 def _valid_box(value: str) -> bool:
     try:
-        x0, y0, x1, y1 = (int(float(v)) for v in value.split(","))
-    except ValueError:
+        Box.from_string(value)
+    except AlnvidError:
         return False
-    return 0 <= x0 < x1 and 0 <= y0 < y1
+    return True
 
 
 def _split_order(split: str) -> tuple[int, str]:

@@ -1,7 +1,11 @@
 """Which frames of a loop make a clip: TSN-style segments spread over the whole sweep."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import torch
+from torch.utils.data import Sampler
 
 
 def segment_indices(n_frames: int, length: int, *, random: bool, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -21,3 +25,29 @@ def segment_indices(n_frames: int, length: int, *, random: bool, rng: np.random.
     else:
         positions = (edges[:-1] + edges[1:]) / 2
     return np.minimum(np.floor(positions).astype(np.int64), n_frames - 1)
+
+
+class SeededShuffle(Sampler):
+    """Training order and per-item augmentation seeds as a function of (seed, epoch) alone.
+
+    Yields (index, item_seed) pairs. Lightning calls `set_epoch` before each epoch, so an epoch draws the
+    same order and the same augmentations whether the run is fresh or resumed from a checkpoint, and whether
+    the DataLoader uses worker processes (persistent or not) or none.
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(0, 2**31 - 1, (self.size,), generator=generator).tolist()
+        return iter(zip(order, seeds))

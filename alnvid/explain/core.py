@@ -166,7 +166,7 @@ def explain_file(
     sha256 = content_hash(path)
     name = name or f"explain_{sha256[:8]}"
     data = model.config.data
-    cache = cache or PreprocessCache(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+    cache = cache or PreprocessCache.from_config(data)
     video = cache.load(path, box=box)
     cam = explain_video(model, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
                         target_class=target_class)

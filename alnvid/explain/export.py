@@ -54,7 +54,7 @@ def export_gradcam(
     """
     out_dir = Path(out_dir)
     data = model.config.data
-    cache = PreprocessCache(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+    cache = PreprocessCache.from_config(data)
     rows = rows.reset_index(drop=True)
     if "prob" not in rows.columns:
         rows = rows.assign(prob=[predict_file(model, row["path"], box=_box(row), cache=cache).prob
@@ -115,4 +115,4 @@ class GradCAMExport(L.Callback):
 
 def _box(row: pd.Series) -> Box | None:
     value = row.get("crop_box", "")
-    return Box.from_string(value) if isinstance(value, str) and value else None
+    return Box.optional(value)

@@ -13,7 +13,6 @@ frames). 8-bit greyscale is kept as stored. MONOCHROME1 is inverted last so brig
 from __future__ import annotations
 
 import warnings
-
 from pathlib import Path
 
 import numpy as np
