@@ -102,7 +102,7 @@ def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd
     for done, row in enumerate(table.itertuples(index=False)):
         box = getattr(row, "crop_box", "")
         result = predict_file(model, row.path, box=Box.optional(box), cache=cache)
-        rows.append({"patient_id": row.patient_id, "path": row.path, "label": getattr(row, "label", None),
+        rows.append({"patient_id": row.patient_id, "path": row.path, "label": getattr(row, "label", ""),
                      "prob": result.prob})
         if progress:
             progress(done + 1, len(table), Path(row.path).name)

@@ -51,7 +51,11 @@ def test_holdout_is_grouped():
     table = _cohort_table()
     held = holdout(table, 0.2, seed=0)
     assert set(table[held]["patient_id"]).isdisjoint(table[~held]["patient_id"])
-    assert 0.1 < held.mean() < 0.3
+    patients = table.drop_duplicates("patient_id")
+    for label in (0, 1):
+        n = (patients["label"] == label).sum()
+        assert table[held & (table["label"] == label)]["patient_id"].nunique() == round(0.2 * n)
+    assert holdout(table, 0.4, seed=0).mean() == pytest.approx(0.4, abs=0.03)
 
 
 def test_segment_indices_evaluation_takes_segment_centres():

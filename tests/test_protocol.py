@@ -217,3 +217,19 @@ def test_predict_reproduces_the_run_predictions(runs, tiny_cohort):
     assert result.exit_code == 0, result.output
     probs = [row["prob"] for row in json.loads(result.output)]
     assert np.allclose(probs, expected["prob"], atol=1e-5)
+
+
+def test_predict_new_unlabelled_cases_from_a_csv(runs, tiny_cohort, tmp_path):
+    manifest = pd.read_csv(tiny_cohort)
+    cases = tmp_path / "new_cases.csv"
+    pd.DataFrame({"patient_id": ["N1", "N2"],
+                  "path": [str(tiny_cohort.parent / p) for p in manifest["path"][:2]]}).to_csv(cases, index=False)
+    checkpoint = runs / "tin-cv" / "fold_0" / "checkpoints" / "best.ckpt"
+    out = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, ["predict", str(cases), "-c", str(checkpoint), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out)
+    assert list(written["patient_id"]) == ["N1", "N2"] and written["prob"].between(0, 1).all()
+    pd.DataFrame({"patient_id": ["N3"], "path": ["nowhere.dcm"]}).to_csv(cases, index=False)
+    missing = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["predict", str(cases), "-c", str(checkpoint)])
+    assert missing.exit_code == 2 and "file not found" in missing.output and "nowhere.dcm" in missing.output

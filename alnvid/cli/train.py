@@ -108,7 +108,8 @@ def fit(
 
 @user_errors
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="DICOM/video files, or one manifest CSV."),
+    inputs: list[Path] = typer.Argument(..., help="DICOM/video files, or one CSV with patient_id and path "
+                                        "(label optional: new cases need none)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
     json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
@@ -117,13 +118,13 @@ def predict(
     import pandas as pd
     from rich.table import Table
 
-    from alnvid.data.manifest import load_manifest
+    from alnvid.data.manifest import load_file_list
     from alnvid.inference import load_trained, predict_table
     from alnvid.utils import atomic_path
 
     model = load_trained(checkpoint)
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
-        table = load_manifest(inputs[0]).table
+        table = load_file_list(inputs[0])
     else:
         table = pd.DataFrame({"patient_id": [p.stem for p in inputs], "path": [str(p) for p in inputs]})
     with progress_bar("Predicting", enabled=not json_output) as update:

@@ -37,8 +37,17 @@ def patient_folds(table: pd.DataFrame, num_folds: int, seed: int = 0) -> np.ndar
 
 
 def holdout(table: pd.DataFrame, fraction: float, seed: int = 0) -> np.ndarray:
-    """Boolean mask of rows held out (about `fraction` of patients, both classes, grouped by patient)."""
+    """Boolean mask of rows held out: round(fraction x patients) of each class (at least one), grouped by patient."""
     if not 0 < fraction < 1:
         raise AlnvidError(f"hold-out fraction must be between 0 and 1 (got {fraction})")
-    folds = patient_folds(table, max(2, round(1 / fraction)), seed)
-    return folds == 0
+    patients = table.groupby("patient_id", sort=True)["label"].max()
+    rng = np.random.default_rng(seed)
+    held: set[str] = set()
+    for label in (0, 1):
+        members = patients.index[patients == label]
+        if len(members) < 2:
+            raise AlnvidError(f"only {len(members)} patient(s) with label {label}: cannot hold some out and keep "
+                              "both classes on each side", fix="add patients or give explicit splits.")
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        held.update(members[rng.permutation(len(members))[:count]])
+    return table["patient_id"].isin(held).to_numpy()

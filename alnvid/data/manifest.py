@@ -110,6 +110,28 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
     return Manifest(Path(path).resolve(), check.table, digest)
 
 
+def load_file_list(path: str | Path) -> pd.DataFrame:
+    """A CSV of new cases to predict: `patient_id` and `path` (labels optional; an optional `crop_box`).
+
+    Paths are resolved like a manifest's; every missing file or bad crop box is listed in one error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError([f"file list not found: {path}"], path=path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("patient_id", "path") if c not in table.columns]
+    if missing:
+        raise ManifestError([f"missing column(s) {', '.join(missing)}; found: {', '.join(table.columns)}"], path=path)
+    table["path"] = [_resolve(p.strip(), path.parent) for p in table["path"]]
+    problems = [f"line {n}: file not found: {p}" for n, p in zip(table.index + 2, table["path"]) if not Path(p).is_file()]
+    if "crop_box" in table.columns:
+        problems += [f"line {n}: crop_box '{b}' must be 'x0,y0,x1,y1' with x0 < x1 and y0 < y1"
+                     for n, b in zip(table.index + 2, table["crop_box"]) if b and not _valid_box(b)]
+    if problems:
+        raise ManifestError(problems, path=path)
+    return table
+
+
 def _normalise(raw: pd.DataFrame, base: Path) -> tuple[pd.DataFrame, list[str]]:
     problems: list[str] = []
     table = raw.copy()
