@@ -105,11 +105,19 @@ def compare_runs(group_a: list[RunRecord], group_b: list[RunRecord], *, n_boot: 
         except StatsInputError as error:
             skipped[split] = error.problem
             continue
-        adjusted = holm([c.delong.p_value for _, _, c in comparisons]) if comparisons else []
-        for (a, b, comparison), p_holm in zip(comparisons, adjusted):
-            results.append(PairResult(split, a.name, b.name, comparison, p_holm,
+        for a, b, comparison in comparisons:
+            results.append(PairResult(split, a.name, b.name, comparison, float("nan"),
                                       *_mcnemar_triplet(comparison, threshold)))
-    return RunComparisons(results, skipped)
+    return RunComparisons(adjust_holm(results), skipped)
+
+
+def adjust_holm(pairs: list[PairResult]) -> list[PairResult]:
+    """Set each pair's Holm-adjusted DeLong p value over all pairs of its split (the family of tests)."""
+    for split in {p.split for p in pairs}:
+        family = [p for p in pairs if p.split == split]
+        for pair, p_holm in zip(family, holm([p.comparison.delong.p_value for p in family])):
+            pair.p_holm = p_holm
+    return pairs
 
 
 def _mcnemar_triplet(comparison: Comparison, threshold: float):

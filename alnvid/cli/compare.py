@@ -63,7 +63,7 @@ def _load_runs(targets: list[str], runs: Path | None):
 
 
 def _compare_runs(targets, runs, json, n_boot, seed, threshold) -> None:
-    from alnvid.compare import compare_runs
+    from alnvid.compare import adjust_holm, compare_runs
 
     groups = _load_runs(targets, runs)
     if len(groups) < 2:
@@ -73,7 +73,9 @@ def _compare_runs(targets, runs, json, n_boot, seed, threshold) -> None:
         for j in range(i + 1, len(groups)):
             found = compare_runs(groups[i], groups[j], n_boot=n_boot, seed=seed, threshold=threshold)
             results += found.pairs
-            skipped |= found.skipped
+            for split, reason in found.skipped.items():
+                skipped.setdefault(split, reason)
+    results = adjust_holm(results)  # one family per split, across every pair compared
     if json:
         print_json({"comparisons": [r.to_dict() for r in results], "skipped_splits": skipped})
         return
