@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from alnvid.config import RunConfig, fast
@@ -66,7 +67,7 @@ def run_protocol(
     report = build_report(out / "runs", out / "report", manifest=manifest)
     video = results.get("tin") or next(iter(results.values()))
     best = load_trained(video.out / f"fold_{video.best_fold}" / "checkpoints" / "best.ckpt")
-    example = _first_test_video(manifest)
+    example = first_test_video(manifest)
     explanation = None
     if example is not None:
         say(f"Explaining {example.name} with Grad-CAM")
@@ -75,8 +76,8 @@ def run_protocol(
     return ProtocolResult(manifest, results, report.out / "report.html", explanation, settings)
 
 
-def _first_test_video(manifest: Path) -> Path | None:
-    import pandas as pd
+def first_test_video(manifest: Path) -> Path | None:
+    """The first positive test-split video of a manifest: the protocol's Grad-CAM example."""
 
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     tests = table[table["split"].str.startswith("test") & (table["label"] == "1")]
