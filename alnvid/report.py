@@ -91,7 +91,7 @@ def table3(summary: PredictionSummary, model_name: str) -> pd.DataFrame:
     for reader in summary.readers:
         rows.append(describe(f"reader {reader.name}", reader.metrics, reader.auc) | {
             "p_delong_vs_model": None if reader.vs_model_delong is None else reader.vs_model_delong.p_value,
-            "p_mcnemar_vs_model": reader.vs_model_mcnemar.p_value})
+            "p_mcnemar_vs_model": reader.vs_model_mcnemar.p_value_exact})
     return pd.DataFrame(rows)
 
 
@@ -116,9 +116,9 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
         "auc video": p.comparison.delong.auc1, "auc static": p.comparison.delong.auc2,
         "z or t": p.comparison.delong.statistic, "p (DeLong)": p.comparison.delong.p_value, "p (Holm)": p.p_holm,
         "p (bootstrap)": p.comparison.bootstrap.p_value,
-        "p McNemar accuracy": None if p.mcnemar_accuracy is None else p.mcnemar_accuracy.p_value,
-        "p McNemar sensitivity": None if p.mcnemar_sensitivity is None else p.mcnemar_sensitivity.p_value,
-        "p McNemar specificity": None if p.mcnemar_specificity is None else p.mcnemar_specificity.p_value,
+        "p McNemar accuracy": None if p.mcnemar_accuracy is None else p.mcnemar_accuracy.p_value_exact,
+        "p McNemar sensitivity": None if p.mcnemar_sensitivity is None else p.mcnemar_sensitivity.p_value_exact,
+        "p McNemar specificity": None if p.mcnemar_specificity is None else p.mcnemar_specificity.p_value_exact,
     } for p in pairs])
 
     t3, reader_summary, best_video = None, None, None
@@ -287,7 +287,8 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
         for column in ("auc video", "auc static", "z or t"):
             view[column] = view[column].map(_fmt)
         view["paired"] = view["paired"].map({True: "paired", False: "UNPAIRED (different patients)"})
-        lines += ["## Video vs static models (DeLong; Holm-corrected across pairs per split; McNemar at P >= 0.5)",
+        lines += ["## Video vs static models (DeLong; Holm-corrected across pairs per split; exact McNemar at "
+                  "P >= 0.5)",
                   "", _markdown_table(view), ""]
     if t3 is not None:
         view = pd.DataFrame({
