@@ -94,16 +94,25 @@ def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = Non
     return FilePrediction(Path(path), prob, indices, video)
 
 
+def model_input(model: TrainedModel, row: pd.Series) -> tuple[str, Box | None]:
+    """The file (and crop box) a manifest row gives this model: a static model takes the row's still image when
+    there is one, as in training; otherwise the video with its optional crop box."""
+    still = row.get("still_path", "")
+    if model.spec.input_kind == "image" and isinstance(still, str) and still:
+        return still, None
+    return row["path"], Box.optional(row.get("crop_box", ""))
+
+
 def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd.DataFrame:
-    """Predict every row of a manifest table (patient_id, path[, label, crop_box]) into patient_id, path, prob."""
-    data = model.config.data
-    cache = PreprocessCache.from_config(data)
+    """Predict every row of a manifest table (patient_id, path[, label, crop_box, still_path]) into
+    patient_id, path, label, prob."""
+    cache = PreprocessCache.from_config(model.config.data)
     rows = []
-    for done, row in enumerate(table.itertuples(index=False)):
-        box = getattr(row, "crop_box", "")
-        result = predict_file(model, row.path, box=Box.optional(box), cache=cache)
-        rows.append({"patient_id": row.patient_id, "path": row.path, "label": getattr(row, "label", ""),
+    for done, (_, row) in enumerate(table.iterrows()):
+        path, box = model_input(model, row)
+        result = predict_file(model, path, box=box, cache=cache)
+        rows.append({"patient_id": row["patient_id"], "path": row["path"], "label": row.get("label", ""),
                      "prob": result.prob})
         if progress:
-            progress(done + 1, len(table), Path(row.path).name)
+            progress(done + 1, len(table), Path(row["path"]).name)
     return pd.DataFrame(rows)

@@ -232,4 +232,17 @@ def test_predict_new_unlabelled_cases_from_a_csv(runs, tiny_cohort, tmp_path):
     assert list(written["patient_id"]) == ["N1", "N2"] and written["prob"].between(0, 1).all()
     pd.DataFrame({"patient_id": ["N3"], "path": ["nowhere.dcm"]}).to_csv(cases, index=False)
     missing = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["predict", str(cases), "-c", str(checkpoint)])
-    assert missing.exit_code == 2 and "file not found" in missing.output and "nowhere.dcm" in missing.output
+    assert missing.exit_code == 2 and "path not found" in missing.output and "nowhere.dcm" in missing.output
+
+
+def test_predict_gives_static_models_the_still_image(runs, tiny_cohort):
+    """A static model is given the manifest's still image where there is one, as in training and evaluation."""
+    fold = runs / "resnet50-cv" / "fold_0"
+    expected = pd.read_csv(fold / "predictions_test_b.csv", dtype={"patient_id": str})
+    result = CliRunner().invoke(app, ["predict", str(tiny_cohort), "-c", str(fold / "checkpoints" / "best.ckpt"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    predicted = {row["patient_id"]: row["prob"] for row in json.loads(result.output)}
+    manifest = pd.read_csv(tiny_cohort, keep_default_na=False).set_index("patient_id")
+    assert (manifest.loc[expected["patient_id"], "still_path"] != "").any()  # the case this test is about
+    assert np.allclose([predicted[p] for p in expected["patient_id"]], expected["prob"], atol=1e-5)

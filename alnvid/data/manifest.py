@@ -123,7 +123,11 @@ def load_file_list(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ManifestError([f"missing column(s) {', '.join(missing)}; found: {', '.join(table.columns)}"], path=path)
     table["path"] = [_resolve(p.strip(), path.parent) for p in table["path"]]
-    problems = [f"line {n}: file not found: {p}" for n, p in zip(table.index + 2, table["path"]) if not Path(p).is_file()]
+    if "still_path" in table.columns:
+        table["still_path"] = [_resolve(p.strip(), path.parent) for p in table["still_path"]]
+    table["line"] = table.index + 2
+    problems = [f"line {n}: {column} not found: {value}" for n, column, value in _file_cells(table)
+                if not Path(value).is_file()]
     if "crop_box" in table.columns:
         problems += [f"line {n}: crop_box '{b}' must be 'x0,y0,x1,y1' with x0 < x1 and y0 < y1"
                      for n, b in zip(table.index + 2, table["crop_box"]) if b and not _valid_box(b)]

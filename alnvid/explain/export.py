@@ -14,9 +14,8 @@ import pandas as pd
 
 from alnvid.config import RunConfig
 from alnvid.data.cache import PreprocessCache
-from alnvid.data.crop import Box
 from alnvid.explain.core import explain_file
-from alnvid.inference import TrainedModel, predict_file
+from alnvid.inference import TrainedModel, model_input, predict_file
 from alnvid.utils import atomic_path
 
 __all__ = ["GradCAMExport", "export_gradcam", "select_cases"]
@@ -57,12 +56,16 @@ def export_gradcam(
     cache = PreprocessCache.from_config(data)
     rows = rows.reset_index(drop=True)
     if "prob" not in rows.columns:
-        rows = rows.assign(prob=[predict_file(model, row["path"], box=_box(row), cache=cache).prob
-                                 for _, row in rows.iterrows()])
+        probs = []
+        for _, row in rows.iterrows():
+            path, box = model_input(model, row)
+            probs.append(predict_file(model, path, box=box, cache=cache).prob)
+        rows = rows.assign(prob=probs)
     chosen = select_cases(rows, top_n)
     index = []
     for done, (_, row) in enumerate(chosen.iterrows()):
-        result = explain_file(model, row["path"], out_dir, box=_box(row), cache=cache, **explain_options)
+        path, box = model_input(model, row)
+        result = explain_file(model, path, out_dir, box=box, cache=cache, **explain_options)
         key = result.keyframe
         index.append({"patient_id": row["patient_id"], "label": int(row["label"]), "prob": result.prob,
                       "reason": row["reason"], "name": result.name,
@@ -112,7 +115,3 @@ class GradCAMExport(L.Callback):
         finally:
             module.train(training)
 
-
-def _box(row: pd.Series) -> Box | None:
-    value = row.get("crop_box", "")
-    return Box.optional(value)
