@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from alnvid.errors import StatsInputError
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
 from alnvid.stats.delong import delong_ci
-from alnvid.utils import atomic_path, atomic_write_text
+from alnvid.utils import atomic_write_csv, atomic_write_text
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_auc_delong_low",
                    "val_auc_delong_high", "val_auc_boot_low", "val_auc_boot_high")
@@ -40,8 +40,7 @@ class EpochHistory(L.Callback):
         history = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
         history = history[history["epoch"] < trainer.current_epoch]
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
-        with atomic_path(self.path) as tmp:
-            history.to_csv(tmp, index=False)
+        atomic_write_csv(history, self.path)
 
 
 class EpochSeed(L.Callback):

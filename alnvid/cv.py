@@ -23,8 +23,8 @@ from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.runs import fold_folder
-from alnvid.train import fit, prediction_auc, read_predictions, write_table
-from alnvid.utils import atomic_write_text
+from alnvid.train import fit, prediction_auc, read_predictions
+from alnvid.utils import atomic_write_csv, atomic_write_text
 
 
 @dataclass
@@ -129,17 +129,17 @@ def collect_cv(out: str | Path) -> CVResult:
     best_fold = max(fold_auc, key=lambda k: (fold_auc[k], -k))
     model = summaries[best_fold]["model"]
     predictions = {"oof": "oof_predictions.csv"}
-    write_table(oof.assign(split="oof"), out / "oof_predictions.csv")
+    atomic_write_csv(oof.assign(split="oof"), out / "oof_predictions.csv")
     test_splits = [s for s in summaries[best_fold]["predictions"] if s != "val"]
     test_auc, ensemble_auc, ensemble = {}, {}, {}
     for split in test_splits:
         per_fold = [read_predictions(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
         best = per_fold[list(summaries).index(best_fold)]
-        write_table(best, out / f"predictions_{split}.csv")
+        atomic_write_csv(best, out / f"predictions_{split}.csv")
         predictions[split] = f"predictions_{split}.csv"
         mean = pd.concat(per_fold).groupby("patient_id", sort=False).agg(
             label=("label", "first"), prob=("prob", "mean"), split=("split", "first")).reset_index()
-        write_table(mean, out / "ensemble" / f"predictions_{split}.csv")
+        atomic_write_csv(mean, out / "ensemble" / f"predictions_{split}.csv")
         ensemble[split] = f"ensemble/predictions_{split}.csv"
         test_auc[split] = prediction_auc(best)
         ensemble_auc[split] = prediction_auc(mean)

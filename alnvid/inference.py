@@ -68,18 +68,22 @@ def load_trained(checkpoint: str | Path, *, device: str = "cpu") -> TrainedModel
     return TrainedModel(module.eval().to(device), config, checkpoint)
 
 
+def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) -> torch.Tensor:
+    """Evaluation-time network input for the frames `indices` of a video: (3, T, H, W) for clip models,
+    (T, 3, H, W) for static models (frames whose probabilities the module averages)."""
+    data = model.config.data
+    clip = apply_to_clip(clip_transform(data.crop_size, model.input_size, train=False), video.frames[indices])
+    return clip.permute(1, 0, 2, 3) if model.spec.input_kind == "image" else clip
+
+
 def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
     """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds."""
     data = model.config.data
-    transform = clip_transform(data.crop_size, model.input_size, train=False)
     if model.spec.input_kind == "clip" or data.still_frames == "all":
         indices = segment_indices(video.n_frames, data.frames, random=False)
     else:
         indices = np.array([video.n_frames // 2])
-    clip = apply_to_clip(transform, video.frames[indices])  # (3, T, H, W)
-    if model.spec.input_kind == "image":
-        clip = clip.permute(1, 0, 2, 3)  # (K, 3, H, W): K frames averaged by the module
-    return clip.unsqueeze(0), indices
+    return frames_input(model, video, indices).unsqueeze(0), indices
 
 
 def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = None,

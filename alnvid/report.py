@@ -36,7 +36,7 @@ from alnvid.stats import (
     pr_curve,
     roc_curve,
 )
-from alnvid.utils import atomic_path, atomic_write_text
+from alnvid.utils import atomic_write_csv, atomic_write_text
 
 TABLE1_EXCLUDED = {"patient_id", "path", "still_path", "split", "crop_box", "line", "site"}
 """Manifest columns that are bookkeeping, not patient characteristics."""
@@ -135,8 +135,7 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
     for name, frame in (("table1_cohort", cohort), ("table2_performance", t2), ("table3_readers", t3),
                         ("comparisons_video_vs_static", comparisons)):
         if frame is not None:
-            with atomic_path(tables / f"{name}.csv") as tmp:
-                frame.to_csv(tmp, index=False)
+            atomic_write_csv(frame, tables / f"{name}.csv")
             written.append(tables / f"{name}.csv")
 
     written += _figures(runs, figures, best_video, reader_summary, reader_split)

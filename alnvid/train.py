@@ -31,7 +31,7 @@ from alnvid.models.registry import ModelSpec, get_model_spec
 from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
 from alnvid.stats import auc
-from alnvid.utils import atomic_path, atomic_write_text
+from alnvid.utils import atomic_write_csv, atomic_write_text
 
 
 @dataclass
@@ -156,7 +156,7 @@ def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: Cohort
         batches = trainer.predict(module, dataloaders=datamodule.split_dataloader(split))
         rows = pd.DataFrame([row for batch in batches for row in batch])
         path = out / f"predictions_{split}.csv"
-        write_table(patient_level(rows).assign(split=split), path)
+        atomic_write_csv(patient_level(rows).assign(split=split), path)
         written[split] = path
     return written
 
@@ -164,12 +164,6 @@ def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: Cohort
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """A predictions CSV written by a run; patient ids stay text (an id like 007 keeps its zeros)."""
     return pd.read_csv(path, dtype={"patient_id": str, "split": str})
-
-
-def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write a CSV atomically."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
 
 
 def patient_level(rows: pd.DataFrame) -> pd.DataFrame:

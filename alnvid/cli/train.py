@@ -120,7 +120,7 @@ def predict(
 
     from alnvid.data.manifest import load_file_list
     from alnvid.inference import load_trained, predict_table
-    from alnvid.utils import atomic_path
+    from alnvid.utils import atomic_write_csv
 
     model = load_trained(checkpoint)
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
@@ -130,8 +130,7 @@ def predict(
     with progress_bar("Predicting", enabled=not json_output) as update:
         predictions = predict_table(model, table, progress=update)
     if out:
-        with atomic_path(out) as tmp:
-            predictions.to_csv(tmp, index=False)
+        atomic_write_csv(predictions, out)
     if json_output:
         print_json(predictions.to_dict(orient="records"))
         return

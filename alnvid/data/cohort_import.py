@@ -7,7 +7,7 @@ import pandas as pd
 
 from alnvid.data.folds import holdout
 from alnvid.errors import AlnvidError
-from alnvid.utils import atomic_path
+from alnvid.utils import atomic_write_csv
 
 POCUS_COLUMNS = {"patient_id": "patient_id", "path": "file", "label": "label", "site": "source_id"}
 
@@ -61,6 +61,5 @@ def import_manifest(
         renamed.loc[renamed.index[internal][held], "split"] = "test_a"
     front = ["patient_id", "path", "label", "split"] + (["site"] if "site" in renamed.columns else [])
     ordered = renamed[front + [c for c in renamed.columns if c not in front]]
-    with atomic_path(destination) as tmp:
-        ordered.to_csv(tmp, index=False)
+    atomic_write_csv(ordered, destination)
     return ordered

@@ -17,7 +17,6 @@ import torch
 from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
 from alnvid.data.sampling import segment_indices
-from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError
 from alnvid.explain.gradcam import GradCAM, GradCAMResult, normalise_clip
 from alnvid.explain.keyframe import InputGeometry, Keyframe, heat_box, select_keyframes
@@ -30,7 +29,7 @@ from alnvid.explain.overlay import (
     save_mp4,
     save_png,
 )
-from alnvid.inference import TrainedModel, prepare_input
+from alnvid.inference import TrainedModel, frames_input, prepare_input
 from alnvid.io import content_hash
 from alnvid.utils import atomic_path, atomic_write_text
 
@@ -188,12 +187,7 @@ def explain_file(
 def _model_input(model: TrainedModel, video: Preprocessed, windows: np.ndarray) -> torch.Tensor:
     """Network input for clips of frame indices ``windows`` (clips, T): (clips, 3, T, H, W) for clip models,
     (clips, T, 3, H, W) frame stacks for static models."""
-    data = model.config.data
-    transform = clip_transform(data.crop_size, model.input_size, train=False)
-    clips = torch.stack([apply_to_clip(transform, video.frames[w]) for w in windows])
-    if model.spec.input_kind == "image":
-        clips = clips.transpose(1, 2)
-    return clips.to(model.module.device)
+    return torch.stack([frames_input(model, video, w) for w in windows]).to(model.module.device)
 
 
 def _write_artefacts(result: Explanation, video: Preprocessed, geometry: InputGeometry, out_dir: Path, *,

@@ -16,7 +16,7 @@ from alnvid.config import RunConfig
 from alnvid.data.cache import PreprocessCache
 from alnvid.explain.core import explain_file
 from alnvid.inference import TrainedModel, model_input, predict_file
-from alnvid.utils import atomic_path
+from alnvid.utils import atomic_write_csv
 
 __all__ = ["GradCAMExport", "export_gradcam", "select_cases"]
 
@@ -75,8 +75,7 @@ def export_gradcam(
             progress(done + 1, len(chosen), row["reason"])
     table = pd.DataFrame(index, columns=list(INDEX_COLUMNS))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "index.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    atomic_write_csv(table, out_dir / "index.csv")
     return table
 
 
