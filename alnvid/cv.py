@@ -92,7 +92,7 @@ def explain_best_fold(result: CVResult, config: RunConfig) -> None:
     A split whose index.csv exists was exported by an earlier (interrupted) run and is kept.
     """
     from alnvid.explain.export import GradCAMExport
-    from alnvid.inference import load_trained
+    from alnvid.models.trained import load_trained
 
     model = load_trained(fold_folder(result.out, result.best_fold) / "checkpoints" / "best.ckpt")
     manifest = load_manifest(config.data.manifest)

@@ -40,7 +40,7 @@ def run_protocol(
 ) -> ProtocolResult:
     """Run (or resume: finished steps are kept) the protocol into `out`."""
     from alnvid.explain import explain_file
-    from alnvid.inference import load_trained
+    from alnvid.models.trained import load_trained
     from alnvid.report import build_report
 
     out = Path(out)

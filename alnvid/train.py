@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from alnvid.callbacks import BootstrapAUC, EpochHistory, EpochSeed
-from alnvid.config import DataConfig, RunConfig
+from alnvid.config import RunConfig
 from alnvid.data.datamodule import (
     CohortDataModule,
     ProgressFn,
@@ -27,7 +27,8 @@ from alnvid.data.datamodule import (
 from alnvid.data.manifest import Manifest, load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier
-from alnvid.models.registry import ModelSpec, get_model_spec
+from alnvid.models.registry import get_model_spec
+from alnvid.models.trained import network_input_size
 from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
 from alnvid.stats import auc
@@ -44,12 +45,6 @@ class FitResult:
     val_auc: float
     predictions: dict[str, Path] = field(default_factory=dict)
     test_auc: dict[str, float] = field(default_factory=dict)
-
-
-def network_input_size(data: DataConfig, spec: ModelSpec) -> int:
-    """The side fed to the network: the configured size, else the model's own (299 for InceptionV3), never below
-    the smallest the architecture accepts."""
-    return max(data.input_size or spec.input_size, spec.min_input_size)
 
 
 def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn | None = None) -> CohortDataModule:

@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from alnvid.explain import explain_file
-from alnvid.inference import load_trained
+from alnvid.models.trained import load_trained
 
 
 def main() -> None:

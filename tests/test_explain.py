@@ -29,7 +29,7 @@ from alnvid.explain import (
 )
 from alnvid.explain.export import export_gradcam, select_cases
 from alnvid.explain.overlay import blend, colorize, save_gif, save_mp4
-from alnvid.inference import TrainedModel
+from alnvid.models.trained import TrainedModel
 from alnvid.models import build_model, get_model_spec, list_models
 from alnvid.models.module import ALNClassifier
 
@@ -368,7 +368,7 @@ def test_explain_file_writes_private_artefacts(tmp_path, demo):
     with np.load(result.files["heat"]) as saved:
         np.testing.assert_allclose(saved["heat"], result.cam.heat, atol=1e-3)
     # same probability as `alnvid predict`
-    from alnvid.inference import predict_file
+    from alnvid.models.trained import predict_file
 
     assert predict_file(model, dicom).prob == pytest.approx(result.prob, abs=1e-6)
 

@@ -35,7 +35,7 @@ def explain(
     from alnvid.data.crop import Box
     from alnvid.data.manifest import load_manifest
     from alnvid.explain import explain_file
-    from alnvid.inference import load_trained
+    from alnvid.models.trained import load_trained
 
     inputs = list(inputs or [])
     if bool(inputs) == bool(manifest):

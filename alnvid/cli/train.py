@@ -119,7 +119,8 @@ def predict(
     from rich.table import Table
 
     from alnvid.data.manifest import load_file_list
-    from alnvid.inference import load_trained, predict_table
+    from alnvid.inference import predict_table
+    from alnvid.models.trained import load_trained
     from alnvid.utils import atomic_write_csv
 
     model = load_trained(checkpoint)

@@ -29,7 +29,7 @@ from alnvid.explain.overlay import (
     save_mp4,
     save_png,
 )
-from alnvid.inference import TrainedModel, frames_input, prepare_input
+from alnvid.models.trained import TrainedModel, frames_input, prepare_input
 from alnvid.io import content_hash
 from alnvid.utils import atomic_path, atomic_write_text
 

@@ -15,7 +15,7 @@ import pandas as pd
 from alnvid.config import RunConfig
 from alnvid.data.cache import PreprocessCache
 from alnvid.explain.core import explain_file
-from alnvid.inference import TrainedModel, model_input, predict_file
+from alnvid.models.trained import TrainedModel, model_input, predict_file
 from alnvid.utils import atomic_write_csv
 
 __all__ = ["GradCAMExport", "export_gradcam", "select_cases"]

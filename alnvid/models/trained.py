@@ -1,0 +1,113 @@
+"""A trained model with its run's settings, and its evaluation-time input: the same crop, resize, sampling and
+scaling as at evaluation in training. Used by prediction (the run layer) and by Grad-CAM (explain/)."""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from alnvid.config import DataConfig, RunConfig
+from alnvid.data.cache import PreprocessCache, Preprocessed
+from alnvid.data.crop import Box
+from alnvid.data.sampling import segment_indices
+from alnvid.data.transforms import apply_to_clip, clip_transform
+from alnvid.errors import AlnvidError
+from alnvid.models.module import ALNClassifier
+from alnvid.models.registry import ModelSpec
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint with the configuration of the run that made it."""
+
+    module: ALNClassifier
+    config: RunConfig
+    checkpoint: Path
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.module.spec
+
+    @property
+    def input_size(self) -> int:
+        return network_input_size(self.config.data, self.spec)
+
+
+@dataclass
+class FilePrediction:
+    """P(metastasis) for one file, with the frames of the original loop that the model saw."""
+
+    path: Path
+    prob: float
+    frame_indices: np.ndarray
+    video: Preprocessed
+
+
+def load_trained(checkpoint: str | Path, *, device: str = "cpu") -> TrainedModel:
+    """Load a checkpoint and the config.yaml of its run folder (checkpoints/../config.yaml)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise AlnvidError("checkpoint not found", path=checkpoint,
+                          fix="give a run's checkpoints/best.ckpt (written by `alnvid fit` or `alnvid cv`).")
+    config_file = checkpoint.parent.parent / "config.yaml"
+    if not config_file.is_file():
+        raise AlnvidError("the checkpoint is not inside its run folder (no ../config.yaml beside checkpoints/)",
+                          path=checkpoint, fix="keep checkpoints/ inside the run folder: its config.yaml holds the "
+                          "crop, size and clip settings the model must be given.")
+    try:
+        module = ALNClassifier.load_from_checkpoint(checkpoint, map_location=device, weights=None)
+    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+        raise AlnvidError(f"not a readable alnvid checkpoint ({type(exc).__name__})", path=checkpoint,
+                          fix="check the file is complete; a crashed run keeps checkpoints/last.ckpt.") from None
+    config = RunConfig.load(config_file)
+    config.data.frames = module.hparams.num_frames
+    return TrainedModel(module.eval().to(device), config, checkpoint)
+
+
+def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) -> torch.Tensor:
+    """Evaluation-time network input for the frames `indices` of a video: (3, T, H, W) for clip models,
+    (T, 3, H, W) for static models (frames whose probabilities the module averages)."""
+    data = model.config.data
+    clip = apply_to_clip(clip_transform(data.crop_size, model.input_size, train=False), video.frames[indices])
+    return clip.permute(1, 0, 2, 3) if model.spec.input_kind == "image" else clip
+
+
+def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
+    """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds."""
+    data = model.config.data
+    if model.spec.input_kind == "clip" or data.still_frames == "all":
+        indices = segment_indices(video.n_frames, data.frames, random=False)
+    else:
+        indices = np.array([video.n_frames // 2])
+    return frames_input(model, video, indices).unsqueeze(0), indices
+
+
+def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = None,
+                 cache: PreprocessCache | None = None) -> FilePrediction:
+    """Probability of metastasis for one DICOM or video file."""
+    data = model.config.data
+    cache = cache or PreprocessCache.from_config(data)
+    video = cache.load(path, box=box)
+    x, indices = prepare_input(model, video)
+    with torch.no_grad():
+        prob = float(model.module.class_probabilities(x.to(model.module.device))[0, 1])
+    return FilePrediction(Path(path), prob, indices, video)
+
+
+def model_input(model: TrainedModel, row: pd.Series) -> tuple[str, Box | None]:
+    """The file (and crop box) a manifest row gives this model: a static model takes the row's still image when
+    there is one, as in training; otherwise the video with its optional crop box."""
+    still = row.get("still_path", "")
+    if model.spec.input_kind == "image" and isinstance(still, str) and still:
+        return still, None
+    return row["path"], Box.optional(row.get("crop_box", ""))
+
+
+def network_input_size(data: DataConfig, spec: ModelSpec) -> int:
+    """The side fed to the network: the configured size, else the model's own (299 for InceptionV3), never below
+    the smallest the architecture accepts."""
+    return max(data.input_size or spec.input_size, spec.min_input_size)
