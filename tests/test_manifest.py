@@ -120,3 +120,16 @@ def test_import_with_column_mapping(tmp_path):
         app, ["cohort", "import", str(source), str(out), "--column", "label=nodes"])
     assert wrong.exit_code == 2
     assert "column(s) patient_id, path, nodes not in the table (found: case, file, n_plus)" in wrong.output
+
+
+def test_reader_calls_are_checked(tiny_cohort, tmp_path):
+    table = _copy_cohort(tiny_cohort, tmp_path)
+    first, second = table.index[table["split"] == "test_b"][:2]
+    table.loc[first, "reader_junior"] = "maybe"
+    patient, call = table.loc[second, "patient_id"], table.loc[second, "reader_senior"]
+    second_video = table.loc[[second]].assign(path="videos/another.dcm", reader_senior="1" if call == "0" else "0")
+    check = check_manifest(_write(pd.concat([table, second_video]), tmp_path), check_files=False)
+    assert check.problems == [
+        f"line {first + 2}: reader_junior 'maybe' is not 0 or 1 (1 = called metastasis; empty = not read)",
+        f"lines {second + 2}, {len(table) + 2}: patient {patient} has different reader_senior calls on its videos; "
+        "give a reader's one call on every video"]

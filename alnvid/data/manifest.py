@@ -32,7 +32,7 @@ class Manifest:
 
     @property
     def splits(self) -> list[str]:
-        return sorted(self.table["split"].unique(), key=_split_order)
+        return sorted(self.table["split"].unique(), key=split_order)
 
     @property
     def test_splits(self) -> list[str]:
@@ -67,7 +67,7 @@ class ManifestCheck:
             return pd.DataFrame(columns=["split", "site", "label", "videos", "patients"])
         grouped = self.table.groupby(["split", "site", "label"], dropna=False)
         counts = grouped.agg(videos=("path", "size"), patients=("patient_id", "nunique")).reset_index()
-        counts["order"] = counts["split"].map(_split_order)
+        counts["order"] = counts["split"].map(split_order)
         return counts.sort_values(["order", "site", "label"]).drop(columns="order").reset_index(drop=True)
 
 
@@ -168,6 +168,12 @@ def _normalise(raw: pd.DataFrame, base: Path) -> tuple[pd.DataFrame, list[str]]:
         for n, value in zip(line, table["crop_box"]):
             if value and not _valid_box(value):
                 problems.append(f"line {n}: crop_box '{value}' must be 'x0,y0,x1,y1' with x0 < x1 and y0 < y1")
+    for name in reader_names(table.columns):
+        column = table[f"reader_{name}"]
+        bad = ~column.isin(["", "0", "1", "0.0", "1.0"])
+        for n, value in zip(line[bad], column[bad]):
+            problems.append(f"line {n}: reader_{name} '{value}' is not 0 or 1 (1 = called metastasis; empty = "
+                            "not read)")
     table["line"] = line
     return table.reset_index(drop=True), problems
 
@@ -218,6 +224,11 @@ def _cohort_problems(table: pd.DataFrame) -> list[str]:
                 f"lines {_lines(rows)}: patient {patient} is in several splits ({', '.join(splits)}); "
                 "a patient must be in one split only, or the test set leaks into training"
             )
+    for name in reader_names(table.columns):
+        calls = table.groupby("patient_id")[f"reader_{name}"].nunique()
+        for patient in calls.index[(calls > 1) & (calls.index != "")]:
+            problems.append(f"lines {_lines(table[table['patient_id'] == patient])}: patient {patient} has different "
+                            f"reader_{name} calls on its videos; give a reader's one call on every video")
     for split, rows in table.groupby("split"):
         labels = set(rows["label"]) - {-1}
         if len(labels) == 1:
@@ -253,5 +264,6 @@ def _valid_box(value: str) -> bool:
     return True
 
 
-def _split_order(split: str) -> tuple[int, str]:
+def split_order(split: str) -> tuple[int, str]:
+    """Sort key of split names: train, val, then the test splits by name."""
     return ({"train": 0, "val": 1}.get(split, 2), split)
