@@ -12,16 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alnvid.data.manifest import reader_names
+from alnvid.data.manifest import reader_names, split_order
 from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.runs import RunRecord
 from alnvid.stats import (
     STUDY_THRESHOLD,
     Comparison,
+    DiagnosticMetrics,
     McNemarResult,
     Predictions,
     PredictionSummary,
     compare_predictions,
+    decision_metrics,
     load_predictions,
     mcnemar,
     summarize_predictions,
@@ -141,7 +143,12 @@ def model_with_readers(run: RunRecord, readers: pd.DataFrame, split: str) -> Pre
     """The run's predictions on `split` joined with the readers' calls (reader_<name>, reader_<name>_score)."""
     if split not in run.prediction_files:
         raise AlnvidError(f"run {run.name} has no predictions for split '{split}'", path=run.folder)
-    model = load_predictions(run.prediction_files[split])
+    return join_readers(load_predictions(run.prediction_files[split]), readers, split)
+
+
+def join_readers(model: Predictions, readers: pd.DataFrame, split: str) -> Predictions:
+    """`model`'s patients with the readers' calls (reader_<name>, reader_<name>_score) of `readers`, in its order;
+    `split` names the patients in errors."""
     names = reader_names(readers.columns)
     if not names:
         raise AlnvidError("no reader_<name> columns with sonographers' calls",
@@ -188,3 +195,33 @@ def readers_table(manifest: str | Path) -> pd.DataFrame:
     if "patient_id" not in table.columns:
         raise AlnvidError("no patient_id column", path=path, fix="the readers CSV needs patient_id.")
     return table[["patient_id", *[c for c in table.columns if c.startswith("reader_")]]]
+
+
+@dataclass(frozen=True)
+class ReaderAccuracy:
+    """A reader's calls against the labels on one split (or on all the patients it read: split 'all')."""
+
+    reader: str
+    split: str
+    metrics: DiagnosticMetrics
+
+    def to_dict(self) -> dict:
+        return {"reader": self.reader, "split": self.split, **self.metrics.to_dict()}
+
+
+def reader_accuracy(table: pd.DataFrame) -> list[ReaderAccuracy]:
+    """Each reader's sensitivity, specificity, ... per patient (its first row) of a manifest table, on every split
+    where it called patients, and on all of them when that is several splits: the metrics and exact CIs of the
+    report's Table 3. Rows without a 0/1 call or label are not counted."""
+    patients = table.drop_duplicates("patient_id")
+    results = []
+    for name in reader_names(patients.columns):
+        calls = pd.to_numeric(patients[f"reader_{name}"].replace("", np.nan), errors="coerce")
+        labels = pd.to_numeric(patients["label"], errors="coerce")
+        read = calls.isin([0, 1]) & labels.isin([0, 1])
+        splits = sorted(patients.loc[read, "split"].unique(), key=split_order)
+        groups = [(split, read & (patients["split"] == split)) for split in splits]
+        for split, rows in groups + ([("all", read)] if len(groups) > 1 else []):
+            results.append(ReaderAccuracy(name, split, decision_metrics(labels[rows].astype(int),
+                                                                        calls[rows].astype(int))))
+    return results

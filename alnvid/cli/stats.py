@@ -84,11 +84,18 @@ def stats(
     n_boot: int = N_BOOT_OPTION,
     seed: int = SEED_OPTION,
     threshold: float = THRESHOLD_OPTION,
+    readers: Path = typer.Option(None, "--readers", help="Manifest (or CSV with patient_id and reader_<name>"
+                                 "[_score] columns) whose readers' calls join the predictions, e.g. a run's "
+                                 "predictions_test_a.csv with the cohort's reader_expert."),
 ) -> None:
     """AUC with DeLong and bootstrap 95% CIs, metrics at the threshold with exact CIs, readers and kappa."""
     pred = load_predictions(pred_csv)
     if split is not None:
         pred = pred.select_split(split)
+    if readers is not None:
+        from alnvid.compare import join_readers, readers_table
+
+        pred = join_readers(pred, readers_table(readers), split or pred_csv.name)
     summary = summarize_predictions(pred, n_boot=n_boot, seed=seed, threshold=threshold)
     if json:
         print_json(summary.to_dict())
