@@ -8,6 +8,7 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = Path(__file__).parent / "fixtures"
 POCUS = SHARED / "data" / "pocus"
+ALN_ULTRA_INDEX = SHARED / "reference" / "aln_ultra" / "data_image_selected_video.json"
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +16,13 @@ def pocus_dir() -> Path:
     if not (POCUS / "manifest.csv").is_file():
         pytest.skip(f"the real POCUS cohort is not at {POCUS} (it lives in ../shared beside the checkout)")
     return POCUS
+
+
+@pytest.fixture(scope="session")
+def aln_ultra_index() -> Path:
+    if not ALN_ULTRA_INDEX.is_file():
+        pytest.skip(f"ALN-Ultra's index file is not at {ALN_ULTRA_INDEX} (it lives in ../shared beside the checkout)")
+    return ALN_ULTRA_INDEX
 
 
 @pytest.fixture(scope="session")
