@@ -234,3 +234,8 @@ def test_duplicated_files_and_bad_entries_are_named(synthetic, tmp_path):
     nothing = _import(index, empty, out)
     assert nothing.exit_code == 2 and "none of the" in nothing.output and "Zenodo" in nothing.output
     assert not out.exists()
+
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("E B")
+    unreadable = _import(not_json, root, out)
+    assert unreadable.exit_code == 2 and "not a JSON file" in unreadable.output and "dataloader" in unreadable.output

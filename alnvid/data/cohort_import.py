@@ -78,6 +78,7 @@ def hold_out_test_a(table: pd.DataFrame, test_fraction: float, seed: int) -> Non
 
 ALN_ULTRA_BENIGN = 2
 """ALN-Ultra's code for a benign tumour (no breast cancer), in the biopsy result and the expert's call alike."""
+ALN_ULTRA_INDEX_FIX = "give data_image_selected_video.json from one of the ALN-Ultra code's dataloader folders."
 ALN_ULTRA_ENTRY = re.compile(r"^\s*([012])\s+([012])\s*$")
 
 
@@ -194,16 +195,13 @@ def import_aln_ultra(
 def read_aln_ultra_index(index: Path) -> list[AlnUltraPatient]:
     """The patients of ALN-Ultra's `data_image_selected_video.json`; every malformed entry is named in one error."""
     if not index.is_file():
-        raise AlnvidError("index file not found", path=index,
-                          fix="give data_image_selected_video.json from the ALN-Ultra code's dataloader folder.")
+        raise AlnvidError("index file not found", path=index, fix=ALN_ULTRA_INDEX_FIX)
     try:
         raw = json.loads(index.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AlnvidError(f"not a JSON file ({error})", path=index,
-                          fix="give data_image_selected_video.json from the ALN-Ultra code's dataloader folder.") from None
+        raise AlnvidError(f"not a JSON file ({error})", path=index, fix=ALN_ULTRA_INDEX_FIX) from None
     if not isinstance(raw, dict) or not raw:
-        raise AlnvidError("expected a JSON object with one entry per patient", path=index,
-                          fix="give data_image_selected_video.json from the ALN-Ultra code's dataloader folder.")
+        raise AlnvidError("expected a JSON object with one entry per patient", path=index, fix=ALN_ULTRA_INDEX_FIX)
     patients = {str(key): _aln_ultra_patient(str(key), value) for key, value in raw.items()}
     problems = [f"patient {key!r}: {str(raw[key])[:80]}" for key, patient in patients.items() if patient is None]
     if problems:
