@@ -30,7 +30,7 @@ class EpochHistory(L.Callback):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
@@ -56,6 +56,11 @@ class EpochSeed(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         L.seed_everything(self.seed * 10_007 + trainer.current_epoch, workers=True, verbose=False)
+        # Under DDP Lightning wraps the training sampler and sets the epoch on its wrapper only; the wrapped
+        # SeededShuffle needs it too, or every epoch would repeat epoch 0's augmentation seeds.
+        wrapped = getattr(getattr(getattr(trainer.train_dataloader, "sampler", None), "dataset", None), "_sampler", None)
+        if hasattr(wrapped, "set_epoch"):
+            wrapped.set_epoch(trainer.current_epoch)
 
 
 class FoldBookkeeping(L.Callback):
@@ -67,6 +72,8 @@ class FoldBookkeeping(L.Callback):
         self.num_folds = num_folds
 
     def _write(self, status: str, trainer: L.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
         state = {"fold": self.fold, "num_folds": self.num_folds, "status": status,
                  "epoch": trainer.current_epoch, "max_epochs": trainer.max_epochs}
         atomic_write_text(self.path, json.dumps(state, indent=2))
@@ -84,8 +91,8 @@ class FoldBookkeeping(L.Callback):
 class BootstrapAUC(L.Callback):
     """Logs 95% CIs of each evaluation epoch's AUC: DeLong and a stratified bootstrap (pROC's methods).
 
-    Reads `pl_module.epoch_outputs[stage]`, a list of (patient_id, label, prob) filled by the module
-    during the epoch, and logs ``{stage}_auc_delong_low/high`` and ``{stage}_auc_boot_low/high`` for
+    Reads the module's predictions of the epoch (`gathered_outputs(stage)`, from every process under DDP,
+    else `epoch_outputs[stage]`), a list of (patient_id, label, prob, ...) tuples, and logs ``{stage}_auc_delong_low/high`` and ``{stage}_auc_boot_low/high`` for
     "val" after validation and for every other stage (the test splits) after testing. ``{stage}_auc``
     itself is logged only with ``log_auc=True``, since ALNClassifier already logs it. A stage whose
     predictions hold a single class has no AUC: it is skipped with a warning.
@@ -107,7 +114,8 @@ class BootstrapAUC(L.Callback):
                 self._log_stage(pl_module, stage)
 
     def _log_stage(self, pl_module: L.LightningModule, stage: str) -> None:
-        outputs = getattr(pl_module, "epoch_outputs", {}).get(stage, [])
+        gathered = getattr(pl_module, "gathered_outputs", None)
+        outputs = gathered(stage) if gathered else getattr(pl_module, "epoch_outputs", {}).get(stage, [])
         labels = np.array([int(o[1]) for o in outputs])
         probs = np.array([float(o[2]) for o in outputs])
         try:

@@ -71,6 +71,9 @@ class OptimConfig:
         _choice("optim.schedule", self.schedule, ("none", "cosine"))
 
 
+LOGGERS = ("csv", "tensorboard", "mlflow")
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings."""
@@ -80,12 +83,25 @@ class TrainerConfig:
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: str = "1"
-    """One device: several folds run as separate jobs (`alnvid cv --fold K`) rather than one DDP job."""
+    """Devices per run: 1 (default), a count ("2") or a list ("0,1"). Several run Lightning's DDP, whose
+    predictions are gathered from every device; batch_size is per device. Folds can also run as separate
+    jobs (`alnvid cv --fold K`)."""
+    strategy: str = "auto"
+    """Lightning strategy for several devices: auto (= ddp) or ddp variants launched as processes of this
+    command; spawn-based ones (ddp_spawn, ddp_fork, ddp_notebook) are refused."""
     seed: int = 0
     patience: int | None = None
     """Stop early after this many epochs without a better validation AUC (None = train all epochs)."""
     limit_train_batches: float = 1.0
     progress: bool = True
+    loggers: list[str] = field(default_factory=list)
+    """Experiment loggers writing under <run>/logs/: any of csv, tensorboard, mlflow (epochs.csv is always kept)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loggers, str):  # "csv,tensorboard" from a command line or YAML
+            self.loggers = [name.strip() for name in self.loggers.split(",") if name.strip()]
+        for name in self.loggers:
+            _choice("trainer.loggers", name, LOGGERS)
 
 
 @dataclass

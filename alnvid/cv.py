@@ -23,7 +23,7 @@ from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.runs import fold_folder
-from alnvid.train import fit, prediction_auc, read_predictions
+from alnvid.train import fit, is_global_zero, prediction_auc, read_predictions
 from alnvid.utils import atomic_write_csv, atomic_write_text
 
 
@@ -60,7 +60,8 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
            on_fold_start=None) -> CVResult | None:
     """Train the folds that are not finished yet; assemble the result once every fold is done.
 
-    With `only_fold`, train that fold alone and return None (assemble later with `collect_cv`).
+    With `only_fold`, train that fold alone and return None (assemble later with `collect_cv`). Under DDP
+    every process trains the folds together, and only the first assembles them (the others return None).
     """
     out = Path(config.out)
     todo = [only_fold] if only_fold is not None else list(range(folds))
@@ -78,8 +79,8 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
             on_fold_start(fold, folds)
         fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
             extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
-    if only_fold is not None:
-        return None
+    if only_fold is not None or not is_global_zero():
+        return None  # one fold alone, or not the writing process of a multi-device run
     result = collect_cv(out)
     if config.explain.export:
         explain_best_fold(result, config)

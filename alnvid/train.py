@@ -3,10 +3,17 @@
 Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (best validation AUROC)
 and checkpoints/last.ckpt, epochs.csv (per-epoch metrics), predictions_<split>.csv for validation and every
 test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation),
-gradcam/<split>/ (heatmaps of the most confident cases and the errors) and summary.json. Every file is written atomically; `resume=True` continues from last.ckpt after a crash.
+gradcam/<split>/ (heatmaps of the most confident cases and the errors), summary.json and, with
+`trainer.loggers`, logs/<logger>/. Every file is written atomically; `resume=True` continues from last.ckpt
+after a crash.
+
+With several devices (Lightning's DDP, each device a process running this code) every process evaluates a
+shard; the predictions are gathered (`alnvid.models.module.gather_rows`) so scores, checkpoint selection
+and CSVs equal a one-device run's, and only the first process (global rank 0) writes files.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +22,8 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from alnvid.callbacks import BootstrapAUC, EpochHistory, EpochSeed
 from alnvid.config import RunConfig
@@ -26,7 +35,7 @@ from alnvid.data.datamodule import (
 )
 from alnvid.data.manifest import Manifest, load_manifest
 from alnvid.errors import AlnvidError
-from alnvid.models.module import ALNClassifier
+from alnvid.models.module import ALNClassifier, gather_rows
 from alnvid.models.registry import get_model_spec
 from alnvid.models.trained import network_input_size
 from alnvid.plots import plot_training_curves
@@ -85,10 +94,7 @@ def fit(
                           fix="choose another --out, or pass --resume to continue it.")
     manifest = load_manifest(config.data.manifest)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.yaml")
-    atomic_write_text(out / "provenance.json",
-                      json.dumps(provenance(seed=config.trainer.seed, manifest_sha256=manifest.sha256), indent=2))
+    loggers = build_loggers(config.trainer.loggers, out / "logs")
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config, manifest, progress)
@@ -104,31 +110,24 @@ def fit(
         callbacks.append(L.pytorch.callbacks.EarlyStopping("val_auc", mode="max", patience=config.trainer.patience))
     if config.trainer.progress:
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
-    trainer = L.Trainer(
-        max_epochs=config.trainer.epochs,
-        accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
-        precision=config.trainer.precision,
-        callbacks=callbacks,
-        logger=False,
-        default_root_dir=out,
-        enable_progress_bar=config.trainer.progress,
-        enable_model_summary=False,
-        limit_train_batches=config.trainer.limit_train_batches if config.trainer.limit_train_batches < 1 else None,
-        log_every_n_steps=1,
-        num_sanity_val_steps=0,
-    )
+    trainer = build_trainer(config, callbacks, loggers)
+    if is_global_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.yaml")
+        atomic_write_text(out / "provenance.json", json.dumps(
+            provenance(seed=config.trainer.seed, manifest_sha256=manifest.sha256), indent=2))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
         best_path = Path(best.best_model_path or last)
         best_module = ALNClassifier.load_from_checkpoint(best_path, map_location="cpu", weights=None)
         predictions = predict_splits(trainer, best_module, datamodule, out)
-    if config.explain.export:
+    if config.explain.export and is_global_zero():
         export_test_cases(best_module, datamodule, config, out / "gradcam")
 
     best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
-    plot_training_curves(pd.read_csv(out / "epochs.csv"), out / "curves.png", title=config.model.name)
+    if is_global_zero():
+        plot_training_curves(pd.read_csv(out / "epochs.csv"), out / "curves.png", title=config.model.name)
     result = FitResult(
         out=out,
         best_checkpoint=best_path,
@@ -140,19 +139,94 @@ def fit(
     summary = {"model": config.model.name, "best_epoch": result.best_epoch, "val_auc": result.val_auc,
                "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)),
                "predictions": {k: str(v.relative_to(out)) for k, v in predictions.items()}}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if is_global_zero():
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return result
 
 
+def is_global_zero() -> bool:
+    """Whether this is the process that writes files: the only one, or rank 0 of a distributed run.
+
+    Lightning reads the rank from the environment its DDP launcher gives each process, so this holds before
+    the Trainer starts as well.
+    """
+    return rank_zero_only.rank == 0
+
+
+LOGGER_PACKAGES = {"csv": None, "tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def build_loggers(names: list[str], folder: Path) -> list:
+    """Lightning's loggers named in `trainer.loggers`, each writing under `folder` (<run>/logs/<name>/)."""
+    from lightning.pytorch import loggers
+
+    for name in names:
+        package = LOGGER_PACKAGES[name]
+        if package and importlib.util.find_spec(package) is None and not (
+                name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+            raise AlnvidError(f"--logger {name} needs the {package} package, which is not installed",
+                              fix=f"pip install {package} (into this environment), or leave {name} out of --logger.")
+    built = []
+    for name in dict.fromkeys(names):
+        if name == "csv":
+            built.append(loggers.CSVLogger(folder, name="csv"))
+        elif name == "tensorboard":
+            built.append(loggers.TensorBoardLogger(folder, name="tensorboard", default_hp_metric=False))
+        else:
+            built.append(loggers.MLFlowLogger(experiment_name="alnvid", run_name=folder.parent.name,
+                                              tracking_uri=(folder / "mlflow").as_uri()))
+    return built
+
+
+def build_trainer(config: RunConfig, callbacks: list[L.Callback], loggers: list) -> L.Trainer:
+    """The run's Trainer; settings Lightning rejects, and distributed set-ups whose results could not be
+    gathered, are refused with the option to change."""
+    settings = config.trainer
+    try:
+        trainer = L.Trainer(
+            max_epochs=settings.epochs,
+            accelerator=settings.accelerator,
+            devices=settings.devices,
+            strategy=settings.strategy,
+            precision=settings.precision,
+            callbacks=callbacks,
+            logger=loggers or False,
+            default_root_dir=Path(config.out).absolute(),
+            enable_progress_bar=settings.progress,
+            enable_model_summary=False,
+            limit_train_batches=settings.limit_train_batches if settings.limit_train_batches < 1 else None,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+        )
+    except (MisconfigurationException, ValueError) as error:
+        raise AlnvidError(f"the trainer settings are not usable here: {error}",
+                          fix="check --accelerator, --devices, --strategy and --precision.") from None
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = trainer.strategy.launcher
+    if trainer.num_devices * trainer.num_nodes > 1 and launcher is not None \
+            and not isinstance(launcher, _SubprocessScriptLauncher):
+        raise AlnvidError(f"--strategy {settings.strategy} runs the devices in spawned processes whose predictions "
+                          "cannot be gathered back into this run's results",
+                          fix="use --strategy ddp (the default for several devices), or --devices 1.")
+    return trainer
+
+
 def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: CohortDataModule, out: Path) -> dict[str, Path]:
-    """Write predictions_<split>.csv (one row per patient: mean probability of its videos) for val and tests."""
+    """Write predictions_<split>.csv (one row per patient: mean probability of its videos) for val and tests.
+
+    Under DDP every process predicts a shard: the rows are gathered, the first process writes them, and the
+    others wait until the files are there.
+    """
     written = {}
     for split in ["val", *datamodule.test_split_names]:
         batches = trainer.predict(module, dataloaders=datamodule.split_dataloader(split))
-        rows = pd.DataFrame([row for batch in batches for row in batch])
+        rows = gather_rows([row for batch in batches for row in batch], key=lambda row: row["line"])
         path = out / f"predictions_{split}.csv"
-        atomic_write_csv(patient_level(rows).assign(split=split), path)
+        if is_global_zero():
+            atomic_write_csv(patient_level(pd.DataFrame(rows)).assign(split=split), path)
         written[split] = path
+    trainer.strategy.barrier("predictions written")
     return written
 
 

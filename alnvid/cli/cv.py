@@ -32,6 +32,8 @@ def cv(
     precision: Optional[str] = TRAINING_OPTIONS["precision"],
     accelerator: Optional[str] = TRAINING_OPTIONS["accelerator"],
     devices: Optional[str] = TRAINING_OPTIONS["devices"],
+    strategy: Optional[str] = TRAINING_OPTIONS["strategy"],
+    logger: Optional[list[str]] = TRAINING_OPTIONS["logger"],
     workers: Optional[int] = TRAINING_OPTIONS["workers"],
     cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
     seed: Optional[int] = TRAINING_OPTIONS["seed"],
@@ -47,6 +49,7 @@ def cv(
     split. Interrupted runs resume: finished folds are never retrained."""
     from alnvid.config import resolve_config
     from alnvid.cv import collect_cv, run_cv
+    from alnvid.train import is_global_zero
 
     if collect is not None:
         result = collect_cv(collect)
@@ -60,11 +63,13 @@ def cv(
         settings.trainer.progress = not json_output
 
         def announce(k: int, total: int) -> None:
-            if not json_output:
+            if not json_output and is_global_zero():
                 console.rule(f"[bold]{settings.model.name}: fold {k + 1} of {total}")
 
         with progress_bar("Caching videos", enabled=not json_output) as update:
             result = run_cv(settings, folds, only_fold=fold, progress=update, on_fold_start=announce)
+        if not is_global_zero():
+            return  # the other processes of a multi-device run: the first one reports
         if result is None:
             console.print(f"Fold {fold} done. When every fold is done: alnvid cv --collect {settings.out}")
             return

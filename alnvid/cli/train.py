@@ -21,8 +21,15 @@ TRAINING_OPTIONS = {
     "schedule": typer.Option(None, "--schedule", help="Learning-rate schedule: none (the study) or cosine."),
     "precision": typer.Option(None, "--precision", help="32-true (default), bf16-mixed or 16-mixed on a GPU."),
     "accelerator": typer.Option(None, "--accelerator", help="auto (GPU when present, default), gpu or cpu."),
-    "devices": typer.Option(None, "--devices", help="Devices per run (default 1). To use several GPUs, run "
-                           "cross-validation folds as separate jobs with `alnvid cv --fold K`."),
+    "devices": typer.Option(None, "--devices", help="Devices per run: 1 (default), a count (2) or a list (0,1). "
+                           "Several train with DDP (batch size per device); results equal one device's. Folds can "
+                           "also run as separate jobs with `alnvid cv --fold K`."),
+    "strategy": typer.Option(None, "--strategy", help="Lightning strategy for several devices: auto (default, = "
+                             "ddp) or a ddp variant such as ddp_find_unused_parameters_true; spawn-based ones are "
+                             "refused."),
+    "logger": typer.Option(None, "--logger", help="Experiment logger under <out>/logs/: csv, tensorboard or mlflow "
+                           "(mlflow needs `pip install mlflow`); repeat the option or give a comma list. "
+                           "Default none (epochs.csv is always written)."),
     "workers": typer.Option(None, "--workers", help="DataLoader worker processes. Default 2."),
     "cache_dir": typer.Option(None, "--cache-dir", help="Where decoded, cropped frames are cached. "
                               "Default .alnvid-cache."),
@@ -45,10 +52,13 @@ def training_overrides(**options) -> dict:
     names = {"data": "data.manifest", "model": "model.name", "frames": "data.frames",
              "batch_size": "trainer.batch_size", "epochs": "trainer.epochs", "lr": "optim.lr",
              "weight_decay": "optim.weight_decay", "schedule": "optim.schedule", "precision": "trainer.precision",
-             "accelerator": "trainer.accelerator", "devices": "trainer.devices", "workers": "data.num_workers",
+             "accelerator": "trainer.accelerator", "devices": "trainer.devices", "strategy": "trainer.strategy",
+             "workers": "data.num_workers",
              "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
+    if options.get("logger"):
+        overrides["trainer.loggers"] = ",".join(options["logger"])
     if options.get("seed") is not None:
         overrides.update({"data.seed": options["seed"], "trainer.seed": options["seed"]})
     return overrides
@@ -68,6 +78,8 @@ def fit(
     precision: Optional[str] = TRAINING_OPTIONS["precision"],
     accelerator: Optional[str] = TRAINING_OPTIONS["accelerator"],
     devices: Optional[str] = TRAINING_OPTIONS["devices"],
+    strategy: Optional[str] = TRAINING_OPTIONS["strategy"],
+    logger: Optional[list[str]] = TRAINING_OPTIONS["logger"],
     workers: Optional[int] = TRAINING_OPTIONS["workers"],
     cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
     seed: Optional[int] = TRAINING_OPTIONS["seed"],
@@ -83,6 +95,7 @@ def fit(
     """Train one model: best and last checkpoints, per-epoch metrics, predictions and curves in --out."""
     from alnvid.config import resolve_config
     from alnvid.train import fit as run_fit
+    from alnvid.train import is_global_zero
 
     options = dict(locals())
     settings = resolve_config(config, fast_settings=fast, overrides=training_overrides(**{
@@ -94,6 +107,8 @@ def fit(
     settings.trainer.progress = not json_output
     with progress_bar("Caching videos", enabled=not json_output) as update:
         result = run_fit(settings, resume=resume, progress=update)
+    if not is_global_zero():
+        return  # the other processes of a multi-device run: the first one reports
     summary = {"out": str(result.out), "best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,
                "val_auc": result.val_auc, "test_auc": result.test_auc,
                "predictions": {k: str(v) for k, v in result.predictions.items()}}

@@ -3,13 +3,19 @@
 It predicts P(metastasis) = softmax(logits)[:, 1]. A static model given several frames of one video
 (input (B, K, 3, H, W)) averages the K frame probabilities into one per video. Each evaluation epoch's
 predictions are kept in `epoch_outputs[stage]` (stage = "val" or a test split name) as
-(patient_id, label, prob) tuples, for callbacks (bootstrap CIs, Grad-CAM export) and for the run's CSVs.
+(patient_id, label, prob, line) tuples, for callbacks (bootstrap CIs, Grad-CAM export) and for the run's CSVs.
+
+Under DDP each process evaluates a shard, padded by the distributed sampler with repeats of the first items;
+`gathered_outputs(stage)` merges every process's predictions back into the dataset's order, one per manifest
+line, so every epoch score equals a one-device run's. Call it (never `epoch_outputs` directly) in epoch-end
+hooks.
 """
 from __future__ import annotations
 
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
@@ -39,7 +45,8 @@ class ALNClassifier(L.LightningModule):
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.test_split_names: list[str] = []
-        self.epoch_outputs: dict[str, list[tuple[str, int, float]]] = {}
+        self.epoch_outputs: dict[str, list[tuple[str, int, float, int]]] = {}
+        self._gathered: set[str] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) for a batch of clips (B, 3, T, H, W) or images (B, 3, H, W)."""
@@ -72,31 +79,39 @@ class ALNClassifier(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.epoch_outputs["val"] = []
+        self._start_epoch(["val"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self._evaluate(batch, "val")
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
+        self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         auc, acc = self._epoch_scores("val")
+        self.log("val_loss", self._epoch_loss("val"), prog_bar=True)
         self.log("val_auc", auc, prog_bar=True)
         self.log("val_acc", acc)
 
     def on_test_epoch_start(self) -> None:
-        for name in self._test_names():
-            self.epoch_outputs[name] = []
+        self._start_epoch(self._test_names())
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = self._test_names()[dataloader_idx]
-        loss = self._evaluate(batch, name)
-        self.log(f"{name}_loss", loss, on_epoch=True, batch_size=len(batch["label"]), add_dataloader_idx=False)
+        self._evaluate(batch, self._test_names()[dataloader_idx])
 
     def on_test_epoch_end(self) -> None:
         for name in self._test_names():
             auc, acc = self._epoch_scores(name)
+            self.log(f"{name}_loss", self._epoch_loss(name), add_dataloader_idx=False)
             self.log(f"{name}_auc", auc, add_dataloader_idx=False)
             self.log(f"{name}_acc", acc, add_dataloader_idx=False)
+
+    def gathered_outputs(self, stage: str) -> list[tuple[str, int, float, int]]:
+        """The epoch's predictions of `stage` from every process, once per manifest line, in the dataset's order.
+
+        The first call of an epoch gathers (a collective call: every process must make it); later calls reuse it.
+        """
+        if stage not in self._gathered:
+            self.epoch_outputs[stage] = gather_rows(self.epoch_outputs.get(stage, []), key=lambda row: row[3])
+            self._gathered.add(stage)
+        return self.epoch_outputs[stage]
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         probs = self.class_probabilities(batch["x"])[:, 1]
@@ -116,17 +131,30 @@ class ALNClassifier(L.LightningModule):
         count = len(self.trainer.test_dataloaders) if self._trainer is not None else 1
         return self.test_split_names or [f"test_{i}" for i in range(count)]
 
-    def _evaluate(self, batch: dict, stage: str) -> torch.Tensor:
-        probs = self.class_probabilities(batch["x"])
-        loss = F.nll_loss(probs.clamp_min(1e-12).log(), batch["label"])
+    def _start_epoch(self, stages: list[str]) -> None:
+        for stage in stages:
+            self.epoch_outputs[stage] = []
+            self._gathered.discard(stage)
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        probs = self.class_probabilities(batch["x"])[:, 1]
         self.epoch_outputs[stage].extend(
-            (pid, int(label), float(p)) for pid, label, p in zip(batch["patient_id"], batch["label"], probs[:, 1])
+            (pid, int(label), float(p), int(line))
+            for pid, label, p, line in zip(batch["patient_id"], batch["label"], probs, batch["line"])
         )
-        return loss
+
+    def _epoch_loss(self, stage: str) -> float:
+        """Mean cross-entropy of the epoch's predictions (the training loss, on the whole evaluated set)."""
+        outputs = self.gathered_outputs(stage)
+        if not outputs:
+            return float("nan")
+        probs = torch.tensor([o[2] for o in outputs], dtype=torch.float64)
+        labels = torch.tensor([o[1] for o in outputs])
+        return float(-torch.where(labels == 1, probs, 1 - probs).clamp_min(1e-12).log().mean())
 
     def _epoch_scores(self, stage: str) -> tuple[float, float]:
         """AUROC and accuracy (P >= 0.5) of the epoch; AUROC is 0.5 where a set holds one class only."""
-        outputs = self.epoch_outputs.get(stage, [])
+        outputs = self.gathered_outputs(stage)
         if not outputs:
             return float("nan"), float("nan")
         labels = torch.tensor([o[1] for o in outputs])
@@ -134,3 +162,24 @@ class ALNClassifier(L.LightningModule):
         acc = float(binary_accuracy(probs, labels, threshold=0.5))
         auc = float(binary_auroc(probs, labels)) if len(np.unique(labels.numpy())) == 2 else 0.5
         return auc, acc
+
+
+def gather_rows(rows: list, key) -> list:
+    """Every process's rows, merged into the order of the dataset they were evaluated from, once per `key`.
+
+    Lightning's distributed samplers give process r the items r, r + W, r + 2W, ... of a W-process run, the
+    evaluation sampler padding the last round with repeats of the first items; interleaving the processes'
+    rows restores the dataset's order and dropping repeated keys (manifest lines) removes the padding.
+    Without a process group the rows are returned as they are.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    per_process: list[list] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(per_process, rows)
+    merged, seen = [], set()
+    for position in range(max(len(part) for part in per_process)):
+        for part in per_process:
+            if position < len(part) and key(part[position]) not in seen:
+                seen.add(key(part[position]))
+                merged.append(part[position])
+    return merged
