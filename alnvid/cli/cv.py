@@ -66,7 +66,7 @@ def cv(
             if not json_output and is_global_zero():
                 console.rule(f"[bold]{settings.model.name}: fold {k + 1} of {total}")
 
-        with progress_bar("Caching videos", enabled=not json_output) as update:
+        with progress_bar("Caching videos", enabled=not json_output and is_global_zero()) as update:
             result = run_cv(settings, folds, only_fold=fold, progress=update, on_fold_start=announce)
         if not is_global_zero():
             return  # the other processes of a multi-device run: the first one reports

@@ -105,7 +105,7 @@ def fit(
     if out is None:
         settings.out = f"runs/{settings.model.name}"
     settings.trainer.progress = not json_output
-    with progress_bar("Caching videos", enabled=not json_output) as update:
+    with progress_bar("Caching videos", enabled=not json_output and is_global_zero()) as update:
         result = run_fit(settings, resume=resume, progress=update)
     if not is_global_zero():
         return  # the other processes of a multi-device run: the first one reports
