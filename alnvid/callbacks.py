@@ -131,4 +131,4 @@ class BootstrapAUC(L.Callback):
         if self.log_auc:
             values[f"{stage}_auc"] = delong.auc
         for name, value in values.items():
-            pl_module.log(name, float(value), add_dataloader_idx=False)
+            pl_module.log(name, float(value), add_dataloader_idx=False, sync_dist=True)  # equal on every process

@@ -74,8 +74,9 @@ class ALNClassifier(L.LightningModule):
             logits = out
             loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).float().mean()
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
+        # sync_dist: under DDP the epoch's figures are averaged over every process's shard
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -85,10 +86,10 @@ class ALNClassifier(L.LightningModule):
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        auc, acc = self._epoch_scores("val")
-        self.log("val_loss", self._epoch_loss("val"), prog_bar=True)
-        self.log("val_auc", auc, prog_bar=True)
-        self.log("val_acc", acc)
+        auc, acc = self._epoch_scores("val")  # equal on every process: sync_dist averages equal values
+        self.log("val_loss", self._epoch_loss("val"), prog_bar=True, sync_dist=True)
+        self.log("val_auc", auc, prog_bar=True, sync_dist=True)
+        self.log("val_acc", acc, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._start_epoch(self._test_names())
@@ -99,9 +100,9 @@ class ALNClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         for name in self._test_names():
             auc, acc = self._epoch_scores(name)
-            self.log(f"{name}_loss", self._epoch_loss(name), add_dataloader_idx=False)
-            self.log(f"{name}_auc", auc, add_dataloader_idx=False)
-            self.log(f"{name}_acc", acc, add_dataloader_idx=False)
+            self.log(f"{name}_loss", self._epoch_loss(name), add_dataloader_idx=False, sync_dist=True)
+            self.log(f"{name}_auc", auc, add_dataloader_idx=False, sync_dist=True)
+            self.log(f"{name}_acc", acc, add_dataloader_idx=False, sync_dist=True)
 
     def gathered_outputs(self, stage: str) -> list[tuple[str, int, float, int]]:
         """The epoch's predictions of `stage` from every process, once per manifest line, in the dataset's order.
