@@ -16,6 +16,7 @@ LAYERS = {
     "alnvid.stats": 4,
     "alnvid.explain": 5,
     "alnvid.cli": 7,
+    "alnvid.__main__": 8,  # `python -m alnvid`: the command line's entry point
 }
 RUN_LAYER = 6
 """Every other top-level module (train, cv, compare, report, inference, protocol, callbacks, ...)."""
