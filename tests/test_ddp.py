@@ -13,17 +13,20 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import torch.distributed as dist
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from torch.utils.data import DistributedSampler
 from typer.testing import CliRunner
 
 from alnvid.callbacks import BootstrapAUC
 from alnvid.cli.main import app
 from alnvid.config import RunConfig
 from alnvid.data.manifest import load_manifest
-from alnvid.models.module import ALNClassifier
+from alnvid.models import module as module_file
+from alnvid.models.module import ALNClassifier, gather_rows
 from alnvid.train import build_datamodule, predict_splits, read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +124,17 @@ def test_spawned_strategies_are_refused_before_anything_is_written(tiny_cohort, 
     assert result.exit_code == 2, result.output
     assert "--strategy ddp_spawn" in result.output and "--strategy ddp" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("items, processes", [(7, 2), (8, 2), (10, 3), (1, 2), (5, 4)])
+def test_gathering_restores_the_dataset_order_without_the_padding(monkeypatch, items, processes):
+    """What each process of Lightning's evaluation sampler sees, merged back: every item once, in order."""
+    shards = [list(DistributedSampler(range(items), num_replicas=processes, rank=r, shuffle=False))
+              for r in range(processes)]
+    assert sum(map(len, shards)) == items + (-items % processes)  # the padding repeats
+    monkeypatch.setattr(module_file.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(module_file.dist, "get_world_size", lambda: processes)
+    monkeypatch.setattr(module_file.dist, "all_gather_object", lambda out, rows: out.__setitem__(slice(None), shards))
+    assert gather_rows(shards[0], key=lambda index: index) == list(range(items))
+    monkeypatch.undo()
+    assert not dist.is_initialized() and gather_rows([3, 1, 3], key=lambda index: index) == [3, 1, 3]
