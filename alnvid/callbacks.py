@@ -92,10 +92,11 @@ class BootstrapAUC(L.Callback):
     """Logs 95% CIs of each evaluation epoch's AUC: DeLong and a stratified bootstrap (pROC's methods).
 
     Reads the module's predictions of the epoch (`gathered_outputs(stage)`, from every process under DDP,
-    else `epoch_outputs[stage]`), a list of (patient_id, label, prob, ...) tuples, and logs ``{stage}_auc_delong_low/high`` and ``{stage}_auc_boot_low/high`` for
-    "val" after validation and for every other stage (the test splits) after testing. ``{stage}_auc``
-    itself is logged only with ``log_auc=True``, since ALNClassifier already logs it. A stage whose
-    predictions hold a single class has no AUC: it is skipped with a warning.
+    else `epoch_outputs[stage]`), a list of (patient_id, label, prob, ...) tuples, and logs
+    ``{stage}_auc_delong_low/high`` and ``{stage}_auc_boot_low/high`` for "val" after validation and for
+    every other stage (the test splits) after testing. ``{stage}_auc`` itself is logged only with
+    ``log_auc=True``, since ALNClassifier already logs it. A stage whose predictions hold a single class has
+    no AUC: it is skipped with a warning.
     """
 
     def __init__(self, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95, log_auc: bool = False):

@@ -70,7 +70,8 @@ def ddp_run(tiny_cohort, tmp_path_factory):
          "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--json"],
         capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out, json.loads(done.stdout[done.stdout.index("{"):])
+    assert "sync_dist" not in done.stderr  # no metric is left to one process's shard
+    return out, json.loads(done.stdout[done.stdout.index("{"):])  # one summary: the other process stays quiet
 
 
 def test_ddp_predictions_and_scores_equal_one_device(ddp_run):

@@ -145,7 +145,7 @@ class ALNClassifier(L.LightningModule):
         )
 
     def _epoch_loss(self, stage: str) -> float:
-        """Mean cross-entropy of the epoch's predictions (the training loss, on the whole evaluated set)."""
+        """Mean cross-entropy (the training loss) of the epoch's predictions over the whole evaluated set."""
         outputs = self.gathered_outputs(stage)
         if not outputs:
             return float("nan")
