@@ -10,6 +10,7 @@ from alnvid.cli import (
     demo,
     demo_data,
     explain,
+    export,
     models,
     report,
     stats,
@@ -42,6 +43,7 @@ app.command("fit")(train.fit)
 app.command("cv")(cv.cv)
 app.command("predict")(train.predict)
 app.command("explain")(explain.explain)
+app.command("export")(export.export)
 app.command("stats")(stats.stats)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)

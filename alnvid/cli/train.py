@@ -125,7 +125,9 @@ def fit(
 def predict(
     inputs: list[Path] = typer.Argument(..., help="DICOM/video files, or one CSV with patient_id and path "
                                         "(label optional: new cases need none)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
+    model_file: Optional[Path] = typer.Option(None, "--model-file", help="Instead of --checkpoint: a model file "
+                                              "written by `alnvid export` (ONNX or TorchScript, no Lightning)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
     json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
 ) -> None:
@@ -135,10 +137,14 @@ def predict(
 
     from alnvid.data.manifest import load_file_list
     from alnvid.inference import predict_table
+    from alnvid.models.exported import load_exported
     from alnvid.models.trained import load_trained
     from alnvid.utils import atomic_write_csv
 
-    model = load_trained(checkpoint)
+    if (checkpoint is None) == (model_file is None):
+        raise AlnvidError("give the model as either --checkpoint or --model-file (exactly one)",
+                          fix="--checkpoint RUN/checkpoints/best.ckpt, or --model-file model.onnx from `alnvid export`.")
+    model = load_exported(model_file) if model_file else load_trained(checkpoint)
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
         table = load_file_list(inputs[0])
     else:

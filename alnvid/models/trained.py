@@ -36,6 +36,11 @@ class TrainedModel:
     def input_size(self) -> int:
         return network_input_size(self.config.data, self.spec)
 
+    def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, classes) of a batch, on the model's device (as ExportedModel's)."""
+        with torch.no_grad():
+            return self.module.class_probabilities(x.to(self.module.device))
+
 
 @dataclass
 class FilePrediction:
@@ -88,13 +93,13 @@ def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tenso
 
 def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = None,
                  cache: PreprocessCache | None = None) -> FilePrediction:
-    """Probability of metastasis for one DICOM or video file."""
+    """Probability of metastasis for one DICOM or video file (`model` may also be an exported model, see
+    alnvid.models.exported.ExportedModel)."""
     data = model.config.data
     cache = cache or PreprocessCache.from_config(data)
     video = cache.load(path, box=box)
     x, indices = prepare_input(model, video)
-    with torch.no_grad():
-        prob = float(model.module.class_probabilities(x.to(model.module.device))[0, 1])
+    prob = float(model.class_probabilities(x)[0, 1])
     return FilePrediction(Path(path), prob, indices, video)
 
 

@@ -1,0 +1,144 @@
+"""`alnvid export`: ONNX Runtime and TorchScript files that give PyTorch's probabilities, carry the preprocessing,
+and that `alnvid predict --model-file` runs like the checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alnvid.cli.main import app
+from alnvid.config import RunConfig
+from alnvid.errors import AlnvidError
+from alnvid.models.exported import METADATA_KEYS, TORCHSCRIPT_METADATA, export_model, load_exported
+from alnvid.models.module import ALNClassifier
+from alnvid.models.trained import TrainedModel
+
+
+def _tiny_model(name: str) -> TrainedModel:
+    """A randomly initialised model of the registry at T 4 and 32 px, wrapped like a loaded checkpoint."""
+    torch.manual_seed(0)
+    config = RunConfig()
+    config.model.name = name
+    config.data.frames, config.data.resize, config.data.crop_size, config.data.input_size = 4, 40, 32, 32
+    config.data.still_frames = "all"
+    return TrainedModel(ALNClassifier(model_name=name, num_frames=4).eval(), config, Path("unused.ckpt"))
+
+
+def _batch(model: TrainedModel, size: int, seed: int) -> torch.Tensor:
+    """Inputs as predict builds them: clips (B, 3, T, H, W), or K frames per video (B, K, 3, H, W) for images."""
+    shape = (size, 3, 4, 32, 32) if model.spec.input_kind == "clip" else (size, 4, 3, 32, 32)
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("name", ["tin", "r3d_18", "resnet50"])
+def test_exported_probabilities_equal_pytorch(name, fmt, tmp_path):
+    model = _tiny_model(name)
+    out = tmp_path / f"{name}.{fmt}"
+    report = export_model(model, fmt, out)
+    assert report["max_abs_difference"] <= 1e-4
+    exported = load_exported(out)
+    assert exported.format == fmt and exported.spec.name == name
+    for size, seed in ((1, 10), (5, 11)):  # batch sizes other than the traced one
+        x = _batch(model, size, seed)
+        with torch.no_grad():
+            expected = model.module.class_probabilities(x)
+        got = exported.class_probabilities(x)
+        assert got.shape == expected.shape == (size, 2)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+        assert torch.allclose(got.sum(1), torch.ones(size), atol=1e-5)
+
+
+def test_metadata_is_embedded_in_both_formats(tmp_path):
+    model = _tiny_model("resnet50")
+    model.config.data.mask_overlays = False
+    export_model(model, "onnx", tmp_path / "m.onnx")
+    export_model(model, "torchscript", tmp_path / "m.pt")
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    extra = {TORCHSCRIPT_METADATA: ""}
+    torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
+    assert props == json.loads(extra[TORCHSCRIPT_METADATA])
+    assert set(props) == set(METADATA_KEYS)
+    assert {k: props[k] for k in ("model_name", "input_kind", "frames", "resize", "crop_size", "input_size",
+                                  "mask_overlays", "still_frames", "num_classes")} == {
+        "model_name": "resnet50", "input_kind": "image", "frames": 4, "resize": 40, "crop_size": 32,
+        "input_size": 32, "mask_overlays": False, "still_frames": "all", "num_classes": 2}
+    loaded = load_exported(tmp_path / "m.onnx")
+    data = loaded.config.data
+    assert (data.frames, data.resize, data.crop_size, data.input_size, data.mask_overlays, data.still_frames) == (
+        4, 40, 32, 32, False, "all")
+
+
+def test_files_without_alnvid_metadata_are_refused(tmp_path):
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Linear(3, 2), (torch.rand(1, 3),), str(plain), dynamo=False)
+    with pytest.raises(AlnvidError, match="lacks alnvid's preprocessing metadata"):
+        load_exported(plain)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(AlnvidError, match="not a readable"):
+        load_exported(garbage)
+    with pytest.raises(AlnvidError, match="not found"):
+        load_exported(tmp_path / "absent.onnx")
+
+
+def test_predict_needs_exactly_one_model(tmp_path):
+    for options in ([], ["-c", "a.ckpt", "--model-file", "m.onnx"]):
+        result = CliRunner().invoke(app, ["predict", "x.dcm", *options])
+        assert result.exit_code == 2 and "--checkpoint or --model-file" in result.output
+
+
+@pytest.fixture(scope="module")
+def fast_tin_run(tiny_cohort, tmp_path_factory) -> Path:
+    """`alnvid fit --fast --model tin` for 1 epoch on the tiny cohort (Grad-CAM export off, to save time)."""
+    root = tmp_path_factory.mktemp("fast-tin")
+    settings = root / "settings.yaml"
+    settings.write_text("explain:\n  export: false\n")
+    result = CliRunner().invoke(app, ["fit", "--data", str(tiny_cohort), "--model", "tin", "--fast", "--epochs", "1",
+                                      "--config", str(settings), "--cache-dir", str(root / "cache"),
+                                      "--out", str(root / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def test_export_cli_onnx_predicts_like_the_checkpoint(fast_tin_run, tiny_cohort, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALNVID_CACHE", str(tmp_path / "cache"))
+    checkpoint = fast_tin_run / "checkpoints" / "best.ckpt"
+    model_file = tmp_path / "tin.onnx"
+    exported = CliRunner().invoke(app, ["export", str(checkpoint), "--format", "onnx", "--out", str(model_file),
+                                        "--json"])
+    assert exported.exit_code == 0, exported.output
+    report = json.loads(exported.output)
+    assert report["metadata"]["frames"] == 8 and report["metadata"]["input_size"] == 64  # --fast
+    manifest = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
+    tests = manifest[manifest["split"].str.startswith("test")]
+    cases = tmp_path / "cases.csv"
+    tests.assign(path=[str(tiny_cohort.parent / p) for p in tests["path"]])[["patient_id", "path"]].to_csv(
+        cases, index=False)
+    runs = {}
+    for option, model in (("--checkpoint", checkpoint), ("--model-file", model_file)):
+        result = CliRunner().invoke(app, ["predict", str(cases), option, str(model), "--json"])
+        assert result.exit_code == 0, result.output
+        runs[option] = pd.DataFrame(json.loads(result.output))
+    assert len(runs["--model-file"]) == 8
+    assert list(runs["--model-file"]["patient_id"]) == list(runs["--checkpoint"]["patient_id"])
+    assert np.allclose(runs["--model-file"]["prob"], runs["--checkpoint"]["prob"], atol=1e-4, rtol=0)
+    # and both equal the run's own per-patient test predictions
+    expected = pd.concat([pd.read_csv(fast_tin_run / f"predictions_{s}.csv", dtype={"patient_id": str})
+                          for s in ("test_a", "test_b")]).set_index("patient_id")["prob"]
+    per_patient = runs["--model-file"].groupby("patient_id")["prob"].mean()
+    assert np.allclose(per_patient[expected.index], expected, atol=1e-4, rtol=0)
+
+
+def test_export_cli_refuses_unknown_format(fast_tin_run, tmp_path):
+    result = CliRunner().invoke(app, ["export", str(fast_tin_run / "checkpoints" / "best.ckpt"), "--format", "tflite",
+                                      "--out", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2 and "--format onnx or --format torchscript" in result.output
+    assert not (tmp_path / "m.tflite").exists()
