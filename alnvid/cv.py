@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from alnvid.callbacks import FoldBookkeeping
+from alnvid.callbacks import DeLongComparison, FoldBookkeeping
 from alnvid.config import RunConfig
 from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
@@ -34,6 +34,8 @@ class CVResult:
     best_fold: int
     test_auc: dict[str, float]
     ensemble_auc: dict[str, float]
+    comparisons: dict[str, dict] = field(default_factory=dict)
+    """The best fold's paired DeLong comparisons with `compare_to`, by test split (comparison_<split>.json)."""
 
 
 RESULT_SETTINGS = {
@@ -57,16 +59,19 @@ def _check_finished_fold(folder: Path, expected: RunConfig) -> None:
 
 
 def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, progress: ProgressFn | None = None,
-           on_fold_start=None) -> CVResult | None:
+           on_fold_start=None, compare_to: str | Path | None = None) -> CVResult | None:
     """Train the folds that are not finished yet; assemble the result once every fold is done.
 
     With `only_fold`, train that fold alone and return None (assemble later with `collect_cv`). Under DDP
-    every process trains the folds together, and only the first assembles them (the others return None).
+    every process trains the folds together, and only the first assembles them (the others return None). With
+    `compare_to` (a run folder, a predictions CSV or "readers"), the best fold's test predictions are compared with
+    it by DeLong's paired test into comparison_<split>.json (the reference is checked before any training).
     """
     out = Path(config.out)
     todo = [only_fold] if only_fold is not None else list(range(folds))
     manifest = load_manifest(config.data.manifest)
     config.data.manifest = str(manifest.path)
+    comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
     for fold in todo:
         folder = fold_folder(out, fold)
         fold_config = copy.deepcopy(config)
@@ -82,6 +87,10 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run
     result = collect_cv(out)
+    if comparison:
+        for split in result.test_auc:
+            comparison.compare(split, read_predictions(out / f"predictions_{split}.csv"))
+        result.comparisons = comparison.results
     if config.explain.export:
         explain_best_fold(result, config)
     return result

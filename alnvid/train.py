@@ -25,7 +25,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from alnvid.callbacks import BootstrapAUC, EpochHistory, EpochSeed
+from alnvid.callbacks import BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed
 from alnvid.config import RunConfig
 from alnvid.data.datamodule import (
     CohortDataModule,
@@ -41,6 +41,7 @@ from alnvid.models.trained import network_input_size
 from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
 from alnvid.stats import auc
+from alnvid.stats.predictions import patient_level
 from alnvid.utils import atomic_write_csv, atomic_write_text
 
 
@@ -54,6 +55,8 @@ class FitResult:
     val_auc: float
     predictions: dict[str, Path] = field(default_factory=dict)
     test_auc: dict[str, float] = field(default_factory=dict)
+    comparisons: dict[str, dict] = field(default_factory=dict)
+    """Paired DeLong comparisons with the `compare_to` reference, by test split (comparison_<split>.json)."""
 
 
 def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn | None = None) -> CohortDataModule:
@@ -85,8 +88,13 @@ def fit(
     resume: bool = False,
     progress: ProgressFn | None = None,
     extra_callbacks: list[L.Callback] | None = None,
+    compare_to: str | Path | None = None,
 ) -> FitResult:
-    """Train, keep the best and last checkpoints, and predict every evaluated split with the best model."""
+    """Train, keep the best and last checkpoints, and predict every evaluated split with the best model.
+
+    With `compare_to` (a run folder, a predictions CSV or "readers"), the best model's test predictions are
+    compared with it by DeLong's paired test (see callbacks.DeLongComparison); the reference is checked first.
+    """
     out = Path(config.out).absolute()
     last = out / "checkpoints" / "last.ckpt"
     if (out / "summary.json").exists() and not resume:
@@ -95,6 +103,7 @@ def fit(
     manifest = load_manifest(config.data.manifest)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
     loggers = build_loggers(config.trainer.loggers, out / "logs")
+    comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config, manifest, progress)
@@ -105,7 +114,7 @@ def fit(
         enable_version_counter=False,
     )
     callbacks = [best, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed), BootstrapAUC(n_boot=500),
-                 *(extra_callbacks or [])]
+                 *(extra_callbacks or []), *([comparison] if comparison else [])]
     if config.trainer.patience:
         callbacks.append(L.pytorch.callbacks.EarlyStopping("val_auc", mode="max", patience=config.trainer.patience))
     if config.trainer.progress:
@@ -135,6 +144,7 @@ def fit(
         val_auc=prediction_auc(read_predictions(predictions["val"])),  # per patient, like the test AUCs
         predictions=predictions,
         test_auc={split: prediction_auc(read_predictions(path)) for split, path in predictions.items() if split != "val"},
+        comparisons=comparison.results if comparison else {},
     )
     summary = {"model": config.model.name, "best_epoch": result.best_epoch, "val_auc": result.val_auc,
                "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)),
@@ -233,17 +243,6 @@ def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: Cohort
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """A predictions CSV written by a run; patient ids stay text (an id like 007 keeps its zeros)."""
     return pd.read_csv(path, dtype={"patient_id": str, "split": str})
-
-
-def patient_level(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient (mean probability over the patient's videos), the unit of the study's statistics.
-
-    A patient whose videos carry different labels keeps one row per video, identified as `<patient_id>#<line>`.
-    """
-    mixed = rows.groupby("patient_id")["label"].transform("nunique") > 1
-    rows = rows.assign(patient_id=rows["patient_id"].where(~mixed, rows["patient_id"] + "#" + rows["line"].astype(str)))
-    grouped = rows.groupby("patient_id", sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
-    return grouped.reset_index()[["patient_id", "label", "prob"]]
 
 
 def export_test_cases(module: ALNClassifier, datamodule: CohortDataModule, config: RunConfig, out: Path) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from alnvid.cli._common import console, print_json, progress_bar, user_errors
-from alnvid.cli.train import TRAINING_OPTIONS, training_overrides
+from alnvid.cli.train import TRAINING_OPTIONS, print_comparisons, training_overrides
 from alnvid.errors import AlnvidError
 
 
@@ -43,6 +43,7 @@ def cv(
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
     fast: bool = TRAINING_OPTIONS["fast"],
+    compare_to: Optional[str] = TRAINING_OPTIONS["compare_to"],
     json_output: bool = typer.Option(False, "--json", help="Print the CV summary as JSON."),
 ) -> None:
     """Cross-validate a model; the best fold (by validation AUC) and the fold ensemble are evaluated on every test
@@ -67,14 +68,16 @@ def cv(
                 console.rule(f"[bold]{settings.model.name}: fold {k + 1} of {total}")
 
         with progress_bar("Caching videos", enabled=not json_output and is_global_zero()) as update:
-            result = run_cv(settings, folds, only_fold=fold, progress=update, on_fold_start=announce)
+            result = run_cv(settings, folds, only_fold=fold, progress=update, on_fold_start=announce,
+                            compare_to=compare_to)
         if not is_global_zero():
             return  # the other processes of a multi-device run: the first one reports
         if result is None:
             console.print(f"Fold {fold} done. When every fold is done: alnvid cv --collect {settings.out}")
             return
     summary = {"out": str(result.out), "fold_val_auc": result.fold_auc, "best_fold": result.best_fold,
-               "test_auc_best_fold": result.test_auc, "test_auc_ensemble": result.ensemble_auc}
+               "test_auc_best_fold": result.test_auc, "test_auc_ensemble": result.ensemble_auc,
+               "comparisons_best_fold": result.comparisons}
     if json_output:
         print_json(summary)
         return
@@ -85,3 +88,4 @@ def cv(
     for split in result.test_auc:
         console.print(f"  {split}: AUC best fold {result.test_auc[split]:.3f}, "
                       f"fold ensemble {result.ensemble_auc[split]:.3f}")
+    print_comparisons(result.comparisons)

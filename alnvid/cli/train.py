@@ -44,6 +44,9 @@ TRAINING_OPTIONS = {
     "config": typer.Option(None, "--config", help="YAML file with any of these settings (sections data, model, "
                            "optim, trainer); command-line options win."),
     "fast": typer.Option(False, "--fast", help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 epochs."),
+    "compare_to": typer.Option(None, "--compare-to", help="Compare the (best) model's test predictions with this "
+                               "reference by DeLong's paired test, into comparison_<split>.json: a run folder, a "
+                               "predictions CSV, or 'readers' (the manifest's reader_<name> columns)."),
 }
 
 
@@ -89,6 +92,7 @@ def fit(
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
     fast: bool = TRAINING_OPTIONS["fast"],
+    compare_to: Optional[str] = TRAINING_OPTIONS["compare_to"],
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
@@ -106,12 +110,12 @@ def fit(
         settings.out = f"runs/{settings.model.name}"
     settings.trainer.progress = not json_output
     with progress_bar("Caching videos", enabled=not json_output and is_global_zero()) as update:
-        result = run_fit(settings, resume=resume, progress=update)
+        result = run_fit(settings, resume=resume, progress=update, compare_to=compare_to)
     if not is_global_zero():
         return  # the other processes of a multi-device run: the first one reports
     summary = {"out": str(result.out), "best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,
                "val_auc": result.val_auc, "test_auc": result.test_auc,
-               "predictions": {k: str(v) for k, v in result.predictions.items()}}
+               "predictions": {k: str(v) for k, v in result.predictions.items()}, "comparisons": result.comparisons}
     if json_output:
         print_json(summary)
         return
@@ -119,6 +123,17 @@ def fit(
     console.print(f"  best epoch {result.best_epoch + 1}, validation AUC {result.val_auc:.3f}")
     for split, auc in result.test_auc.items():
         console.print(f"  {split}: AUC {auc:.3f}  ({result.predictions[split]})")
+    print_comparisons(result.comparisons)
+
+
+def print_comparisons(comparisons: dict[str, dict]) -> None:
+    """One line per DeLong comparison with the --compare-to reference."""
+    for split, result in comparisons.items():
+        for name, test in result["comparisons"].items():
+            console.print(f"  {split} vs {name}: AUC {test['auc1']:.3f} vs {test['auc2']:.3f}, difference "
+                          f"{test['difference']:+.3f} (95% CI {test['ci_low']:+.3f} to {test['ci_high']:+.3f}), "
+                          f"DeLong z = {test['statistic']:.2f}, p = {test['p_value']:.3g}  "
+                          f"(comparison_{split}.json)")
 
 
 @user_errors

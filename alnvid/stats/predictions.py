@@ -104,6 +104,17 @@ class Predictions:
         return self.subset(mask)
 
 
+def patient_level(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient (mean probability over the patient's videos), the unit of the study's statistics.
+
+    A patient whose videos carry different labels keeps one row per video, identified as `<patient_id>#<line>`.
+    """
+    mixed = rows.groupby("patient_id")["label"].transform("nunique") > 1
+    rows = rows.assign(patient_id=rows["patient_id"].where(~mixed, rows["patient_id"] + "#" + rows["line"].astype(str)))
+    grouped = rows.groupby("patient_id", sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
+    return grouped.reset_index()[["patient_id", "label", "prob"]]
+
+
 def _bad_rows(mask: pd.Series, df: pd.DataFrame) -> str:
     ids = df.loc[mask, "patient_id"].astype(str).tolist()
     return ", ".join(ids[:5]) + (f" … ({len(ids)} in all)" if len(ids) > 5 else "")
