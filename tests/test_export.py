@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 from alnvid.cli.main import app
 from alnvid.config import RunConfig
 from alnvid.errors import AlnvidError
-from alnvid.models.exported import METADATA_KEYS, TORCHSCRIPT_METADATA, export_model, load_exported
+from alnvid.models.exported import (
+    METADATA_KEYS,
+    TORCHSCRIPT_METADATA,
+    _AdaptiveAvgPool2dByMatrices,
+    _exportable,
+    export_model,
+    load_exported,
+)
 from alnvid.models.module import ALNClassifier
 from alnvid.models.trained import TrainedModel
 
@@ -56,6 +63,16 @@ def test_exported_probabilities_equal_pytorch(name, fmt, tmp_path):
         assert torch.allclose(got.sum(1), torch.ones(size), atol=1e-5)
 
 
+@pytest.mark.parametrize("side", [1, 2, 3, 7, 9, 20])
+def test_exported_adaptive_pool_equals_pytorchs(side):
+    """VGG's 7 x 7 adaptive pool, rewritten for the ONNX exporter, gives PyTorch's values at any feature size."""
+    x = torch.randn(2, 3, side, side + 3, dtype=torch.float64)
+    rewritten = _exportable(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(7)))
+    assert isinstance(rewritten[0], _AdaptiveAvgPool2dByMatrices)
+    assert torch.allclose(rewritten(x), torch.nn.AdaptiveAvgPool2d(7)(x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
 def test_metadata_is_embedded_in_both_formats(tmp_path):
     model = _tiny_model("resnet50")
     model.config.data.mask_overlays = False
@@ -76,6 +93,7 @@ def test_metadata_is_embedded_in_both_formats(tmp_path):
         4, 40, 32, 32, False, "all")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_files_without_alnvid_metadata_are_refused(tmp_path):
     plain = tmp_path / "plain.onnx"
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.rand(1, 3),), str(plain), dynamo=False)

@@ -5,13 +5,16 @@ The exported network maps a float32 batch in [0, 1] to softmax probabilities (N,
 P(metastasis). Clip models take (N, 3, T, H, W), static models single images (N, 3, H, W): a static model evaluated
 on several frames of a loop (``still_frames: all``) is exported as the image classifier, and the caller averages
 the frame probabilities per video, as training's evaluation does. The batch size is dynamic; T, H and W are those
-of the run (TIN and TSM are built for a fixed T, and the spatial size is part of the preprocessing).
+of the run (TIN and TSM are built for a fixed T, and the spatial size is part of the preprocessing). Every registered
+backbone exports, TIN included (its interlace is plain PyTorch); VGG's adaptive pool is rewritten as an equal
+matrix form that the ONNX exporter takes at any input size.
 
 Each file carries the preprocessing that `predict` needs (:data:`METADATA_KEYS`): in ONNX as ``metadata_props``
 (each value JSON-encoded), in TorchScript as the extra file ``alnvid.json``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 import zipfile
@@ -66,6 +69,42 @@ class _Probabilities(nn.Module):
         return logits.float().softmax(-1)
 
 
+class _AdaptiveAvgPool2dByMatrices(nn.Module):
+    """``AdaptiveAvgPool2d`` written as two averaging matrices, ``A_h · x · A_wᵀ``, with PyTorch's windows
+    ``[floor(i·n/m), ceil((i+1)·n/m))``. The ONNX exporter only takes adaptive pools whose output size divides the
+    input size, which VGG's 7 x 7 pool breaks below 224 px; this form exports at any size, with the same values."""
+
+    def __init__(self, output_size: tuple[int, int]):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = _window_means(self.output_size[0], int(x.shape[-2]), x.dtype)
+        cols = _window_means(self.output_size[1], int(x.shape[-1]), x.dtype)
+        return rows @ x @ cols.T
+
+
+def _window_means(out: int, size: int, dtype: torch.dtype) -> Tensor:
+    """(out, size) matrix whose row i averages adaptive-pool window i of a length-`size` axis."""
+    matrix = torch.zeros(out, size, dtype=dtype)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def _exportable(network: nn.Module) -> nn.Module:
+    """A copy of `network` with every non-global ``AdaptiveAvgPool2d`` replaced by :class:`_AdaptiveAvgPool2dByMatrices`."""
+    network = copy.deepcopy(network)
+    for name, layer in list(network.named_modules()):
+        if isinstance(layer, nn.AdaptiveAvgPool2d):
+            size = layer.output_size if isinstance(layer.output_size, tuple) else (layer.output_size,) * 2
+            if size != (1, 1) and None not in size:
+                parent, _, child = name.rpartition(".")
+                setattr(network.get_submodule(parent) if parent else network, child, _AdaptiveAvgPool2dByMatrices(size))
+    return network
+
+
 def metadata_for(model: TrainedModel) -> dict[str, Any]:
     """The preprocessing and model facts an exported file carries (see :data:`METADATA_KEYS`)."""
     data, spec = model.config.data, model.spec
@@ -107,7 +146,7 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path) -> dict[str, An
         raise AlnvidError(f"unknown export format {fmt!r}", fix=f"use --format {' or --format '.join(FORMATS)}.")
     out = Path(out)
     metadata = metadata_for(model)
-    wrapper = _Probabilities(model.module.model).float().eval().cpu()
+    wrapper = _Probabilities(_exportable(model.module.model)).float().eval().cpu()
     trace_input, check_input = example_input(metadata, 2, seed=0), example_input(metadata, 3, seed=1)
     with torch.no_grad():
         expected = wrapper(check_input).numpy()
