@@ -102,8 +102,8 @@ def fit(
                           fix="choose another --out, or pass --resume to continue it.")
     manifest = load_manifest(config.data.manifest)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
-    loggers = build_loggers(config.trainer.loggers, out / "logs")
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
+    loggers = build_loggers(config.trainer.loggers, out / "logs")
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config, manifest, progress)
