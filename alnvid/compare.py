@@ -1,8 +1,9 @@
 """Model-against-model and model-against-reader comparisons on the same test patients (the study's Tables 2-3).
 
 Video models are compared with static models by DeLong's paired test on each test split (unpaired, and said
-so, when the patient sets differ), with Holm's correction across the pairs of a split, and McNemar's test on
-accuracy (correct calls), sensitivity (calls among cases) and specificity (calls among controls).
+so, when the patient sets differ) and on all test splits pooled ("pooled test"), with Holm's correction across
+the pairs of a split, and McNemar's test on accuracy (correct calls), sensitivity (calls among cases) and
+specificity (calls among controls). DeLong's one-sided p (A better than B) is kept beside the two-sided one.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from alnvid.stats.predictions import ReaderCalls
 
 EVALUATED_SPLITS = ("val", "oof")
 """Prediction sets that are not test splits: never compared across models."""
+POOLED = "pooled test"
+"""The comparison on every test split's patients together (more power than each split alone)."""
 
 
 @dataclass
@@ -110,7 +113,32 @@ def compare_runs(group_a: list[RunRecord], group_b: list[RunRecord], *, n_boot: 
         for a, b, comparison in comparisons:
             results.append(PairResult(split, a.name, b.name, comparison, float("nan"),
                                       *_mcnemar_triplet(comparison, threshold)))
+    for a in group_a:
+        for b in group_b:
+            splits = [s for s in _test_splits([a]) if s in b.prediction_files]
+            if a.folder == b.folder or len(splits) < 2:
+                continue
+            try:
+                comparison = compare_predictions(pooled_predictions(a, splits), pooled_predictions(b, splits),
+                                                 n_boot, seed, threshold)
+            except StatsInputError as error:
+                skipped[POOLED] = error.problem
+                continue
+            results.append(PairResult(POOLED, a.name, b.name, comparison, float("nan"),
+                                      *_mcnemar_triplet(comparison, threshold)))
     return RunComparisons(adjust_holm(results), skipped)
+
+
+def pooled_predictions(run: RunRecord, splits: list[str]) -> Predictions:
+    """A run's predictions on several test splits as one set (a patient is never in two splits)."""
+    parts = [load_predictions(run.prediction_files[split]) for split in splits]
+    ids = np.concatenate([p.patient_id for p in parts])
+    if len(set(ids)) < len(ids):
+        raise StatsInputError(f"run {run.name} has patients in more than one of {', '.join(splits)}",
+                              fix="keep each patient in one split.")
+    return Predictions(" + ".join(str(p.path) for p in parts), ids, np.concatenate([p.label for p in parts]),
+                       np.concatenate([p.prob for p in parts]),
+                       np.concatenate([np.full(p.n, split) for p, split in zip(parts, splits)]), {})
 
 
 def adjust_holm(pairs: list[PairResult]) -> list[PairResult]:

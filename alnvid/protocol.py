@@ -1,10 +1,14 @@
 """The whole study protocol in one call, as `make demo` runs it on the built-in demo cohort:
 demo cohort -> k-fold CV of a video and a static model -> video vs static comparison -> report -> Grad-CAM.
 
-On a CPU it uses the `--fast` settings (minutes on 2 cores); on a GPU the study's (T 16, 224 px, 300 epochs).
+Three recipes (`DEMO_SETTINGS`): 'cpu' (the default without a GPU: a demo that learns in about 10 minutes on
+2 cores), 'gpu' (the default with one: larger inputs, more epochs and patients, bf16) and 'study' (the
+study's protocol: T 16, 224 px, 300 epochs, 5 folds; hours on a GPU). A `--seed` drives the cohort, the
+folds and the training, so another seed is an independent replication of the whole demo.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +16,77 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alnvid.config import RunConfig, fast
+from alnvid.config import RunConfig
 from alnvid.cv import CVResult, run_cv
 from alnvid.data.datamodule import ProgressFn
 from alnvid.data.demo import make_demo_cohort
+from alnvid.errors import AlnvidError
+from alnvid.utils import atomic_write_text
+
+COHORT_RECORD = "demo_cohort.json"
+"""Written beside the cohort's manifest: the seed and size it was made with (a rerun must match them)."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """One demo recipe: the cohort's size, the folds, and the training settings it puts into each RunConfig."""
+
+    name: str
+    patients: int
+    folds: int
+    frames: int
+    resize: int
+    crop_size: int
+    epochs: int
+    lr: float
+    schedule: str
+    batch_size: int
+    precision: str = "32-true"
+    elastic: bool = False
+    workers: int = 0
+    clips_per_s: float = 6.4
+    """Training throughput of TIN at these settings (clips/s) on the device the recipe is for, for the estimate."""
+
+    def apply(self, config: RunConfig) -> RunConfig:
+        data, trainer = config.data, config.trainer
+        data.frames, data.resize, data.crop_size, data.elastic = self.frames, self.resize, self.crop_size, self.elastic
+        data.input_size = self.crop_size
+        data.num_workers = self.workers
+        config.optim.lr, config.optim.schedule = self.lr, self.schedule
+        trainer.epochs, trainer.batch_size, trainer.precision = self.epochs, self.batch_size, self.precision
+        config.explain.gif = False
+        return config
+
+    def describe(self) -> str:
+        return (f"{self.name} settings ({self.patients} patients, {self.folds} folds, T {self.frames}, "
+                f"{self.crop_size} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, batch {self.batch_size}, "
+                f"{self.precision})")
+
+    def expected_minutes(self) -> float:
+        """Rough training time of both models: TIN's clips at `clips_per_s`, ResNet50's stills ~T times faster."""
+        development = self.patients - 2 * max(2, round(0.15 * self.patients))
+        clips = self.folds * self.epochs * development * (self.folds - 1) / self.folds
+        evaluated = self.folds * self.epochs * development / self.folds
+        seconds = (clips + evaluated / 3) / self.clips_per_s * (1 + 1 / self.frames)
+        return seconds / 60
+
+
+DEMO_SETTINGS = {
+    # Measured on 2 shared CPU cores (see README): TIN-ResNet50 trains at ~6.4 clips/s at 64 px, T 8.
+    "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, epochs=14, lr=1e-3,
+                        schedule="cosine", batch_size=8),
+    # Not measured (no GPU was available): chosen to stay well inside 10 minutes on one recent GPU in bf16.
+    "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=30, lr=1e-3,
+                        schedule="cosine", batch_size=16, precision="bf16-mixed", workers=4, clips_per_s=60.0),
+    # The study's protocol (RunConfig's defaults). Throughput assumed for one recent GPU, not measured.
+    "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
+                          schedule="none", batch_size=4, elastic=True, workers=2, clips_per_s=40.0),
+}
+
+
+def default_settings() -> str:
+    """'gpu' where CUDA is available, else 'cpu'."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -25,38 +96,44 @@ class ProtocolResult:
     report: Path
     explanation: Path | None
     settings: str
-    steps: list[str] = field(default_factory=list)
+    comparisons: list = field(default_factory=list)
+    """compare.PairResult of the video model against the static one, per test split and pooled."""
 
 
 def run_protocol(
     out: str | Path,
     *,
-    fast_settings: bool | None = None,
-    patients: int = 60,
-    folds: int = 5,
+    settings: str | None = None,
+    seed: int = 0,
+    patients: int | None = None,
+    folds: int | None = None,
     models: tuple[str, ...] = ("tin", "resnet50"),
     announce: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
 ) -> ProtocolResult:
-    """Run (or resume: finished steps are kept) the protocol into `out`."""
+    """Run (or resume: finished steps are kept) the protocol into `out` with a `DEMO_SETTINGS` recipe."""
+    from alnvid.compare import compare_runs
     from alnvid.explain import explain_file
     from alnvid.models.trained import load_trained
     from alnvid.report import build_report
+    from alnvid.runs import load_run
 
+    name = settings or default_settings()
+    if name not in DEMO_SETTINGS:
+        raise AlnvidError(f"unknown demo settings {name!r}", fix=f"use one of: {', '.join(DEMO_SETTINGS)}.")
+    recipe = DEMO_SETTINGS[name]
+    patients = patients or recipe.patients
+    folds = folds or recipe.folds
     out = Path(out)
     say = announce or (lambda message: None)
-    fast_settings = (not torch.cuda.is_available()) if fast_settings is None else fast_settings
     manifest = out / "cohort" / "manifest.csv"
-    if not manifest.is_file():
-        say(f"Writing the demo cohort ({patients} patients, DICOM cine loops) to {manifest.parent}")
-        make_demo_cohort(manifest.parent, patients=patients, frames=32 if fast_settings else 48)
+    _check_or_make_cohort(manifest, patients, seed, say)
     results = {}
     for model in models:
-        config = RunConfig()
-        if fast_settings:
-            fast(config)
+        config = recipe.apply(RunConfig())
         config.data.manifest = str(manifest)
         config.data.cache_dir = str(out / "cache")
+        config.data.seed = config.trainer.seed = seed
         config.model.name = model
         config.out = str(out / "runs" / f"{model}-cv")
         config.trainer.progress = announce is not None
@@ -65,15 +142,35 @@ def run_protocol(
                                 on_fold_start=lambda k, n, m=model: say(f"{m}: fold {k + 1} of {n}"))
     say("Comparing video and static models and writing the report")
     report = build_report(out / "runs", out / "report", manifest=manifest)
-    video = results.get("tin") or next(iter(results.values()))
-    best = load_trained(video.out / f"fold_{video.best_fold}" / "checkpoints" / "best.ckpt")
+    runs = [load_run(result.out) for result in results.values()]
+    video, static = [r for r in runs if r.kind == "video"], [r for r in runs if r.kind == "static"]
+    comparisons = compare_runs(video, static).pairs if video and static else []
+    best_video = results.get("tin") or next(iter(results.values()))
+    best = load_trained(best_video.out / f"fold_{best_video.best_fold}" / "checkpoints" / "best.ckpt")
     example = first_test_video(manifest)
     explanation = None
     if example is not None:
         say(f"Explaining {example.name} with Grad-CAM")
         explanation = explain_file(best, example, out / "explain").files["json"]
-    settings = "fast CPU settings (T 8, 64 px, 3 epochs)" if fast_settings else "study settings (T 16, 224 px, 300 epochs)"
-    return ProtocolResult(manifest, results, report.out / "report.html", explanation, settings)
+    described = recipe.describe().replace(f"{recipe.patients} patients", f"{patients} patients")
+    return ProtocolResult(manifest, results, report.out / "report.html", explanation,
+                          described.replace(f"{recipe.folds} folds", f"{folds} folds") + f", seed {seed}",
+                          comparisons)
+
+
+def _check_or_make_cohort(manifest: Path, patients: int, seed: int, say: Callable[[str], None]) -> None:
+    """Write the demo cohort, or check that the one already there was made with this seed and size."""
+    wanted = {"seed": seed, "patients": patients}
+    record = manifest.parent / COHORT_RECORD
+    if manifest.is_file():
+        found = json.loads(record.read_text()) if record.is_file() else {}
+        if {key: found.get(key) for key in wanted} != wanted:
+            raise AlnvidError(f"this folder holds a demo cohort made with {found or 'other settings'}, not {wanted}",
+                              path=manifest.parent, fix="use another --out for another seed or cohort size.")
+        return
+    say(f"Writing the demo cohort ({patients} patients, seed {seed}, DICOM cine loops) to {manifest.parent}")
+    atomic_write_text(record, json.dumps(wanted, indent=2))  # first: the manifest is what marks the cohort done
+    make_demo_cohort(manifest.parent, patients=patients, frames=32, seed=seed)
 
 
 def first_test_video(manifest: Path) -> Path | None:
@@ -82,3 +179,71 @@ def first_test_video(manifest: Path) -> Path | None:
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     tests = table[table["split"].str.startswith("test") & (table["label"] == "1")]
     return (manifest.parent / tests["path"].iloc[0]).resolve() if len(tests) else None
+
+
+
+# ---------------------------------------------------------------------------------------------- validity
+
+
+def keyframe_hit(keyframe: int | None, first: int | None, last: int | None) -> bool:
+    """The keyframe (loop frame index) lies in the frames where the evidence is visible, ends included."""
+    return None not in (keyframe, first, last) and first <= keyframe <= last
+
+
+def boxes_overlap(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> bool:
+    """Two (x0, y0, x1, y1) boxes, x1/y1 exclusive, share at least one pixel."""
+    if a is None or b is None:
+        return False
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def score_explanations(truth: pd.DataFrame, sha_to_patient: dict[str, str], explained: list[dict]) -> pd.DataFrame:
+    """One row per explanation (`alnvid explain --json` items), matched to `demo_truth.csv` by the file's sha256.
+
+    Columns: patient_id, split, label, prob, keyframe, heat_box, node_first_frame, node_last_frame, node_box,
+    keyframe_hit, pointing_hit. `split` is taken from each item's 'split' key (added by the caller).
+    """
+    truth = truth.set_index(truth["patient_id"].astype(str))
+    rows = []
+    for item in explained:
+        patient = sha_to_patient.get(item["file_sha256"])
+        if patient is None or patient not in truth.index:
+            raise AlnvidError(f"an explained file (sha256 {item['file_sha256'][:12]}…) is not in the demo cohort",
+                              fix="explain the videos of the cohort whose demo_truth.csv you score against.")
+        row = truth.loc[patient]
+        first, last = _int_or_none(row["node_first_frame"]), _int_or_none(row["node_last_frame"])
+        node_box = _box_or_none(row["node_box"])
+        keyframe = item["keyframe"]["frame_index"] if item.get("keyframe") else None
+        heat = tuple(item["heat_box"]) if item.get("heat_box") else None
+        rows.append({"patient_id": patient, "split": item.get("split", ""), "label": int(row["label"]),
+                     "prob": float(item["probability"]), "keyframe": keyframe, "heat_box": heat,
+                     "node_first_frame": first, "node_last_frame": last, "node_box": node_box,
+                     "keyframe_hit": keyframe_hit(keyframe, first, last),
+                     "pointing_hit": boxes_overlap(heat, node_box)})
+    return pd.DataFrame(rows)
+
+
+def summarise_validity(scored: pd.DataFrame) -> pd.DataFrame:
+    """Per split and pooled: patients, positives, AUC of the explained probabilities, and the keyframe and
+    pointing hit rates on the truly positive patients (whose evidence the truth locates)."""
+    from alnvid.stats import auc
+
+    rows = []
+    for split, part in [*scored.groupby("split", sort=True), ("pooled", scored)]:
+        positive = part[part["label"] == 1]
+        two_classes = part["label"].nunique() == 2
+        rows.append({"split": split, "patients": len(part), "positives": len(positive),
+                     "auc": auc(part["label"].to_numpy(), part["prob"].to_numpy()) if two_classes else float("nan"),
+                     "keyframe_hits": int(positive["keyframe_hit"].sum()),
+                     "pointing_hits": int(positive["pointing_hit"].sum()),
+                     "keyframe_hit_rate": positive["keyframe_hit"].mean() if len(positive) else float("nan"),
+                     "pointing_hit_rate": positive["pointing_hit"].mean() if len(positive) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _int_or_none(value) -> int | None:
+    return None if pd.isna(value) or value == "" else int(value)
+
+
+def _box_or_none(value) -> tuple[int, ...] | None:
+    return None if pd.isna(value) or value == "" else tuple(int(v) for v in str(value).split(","))

@@ -114,7 +114,8 @@ def build_report(runs_root: str | Path, out: str | Path, *, manifest: str | Path
     comparisons = pd.DataFrame([{
         "split": p.split, "video model": p.run_a, "static model": p.run_b, "paired": p.comparison.paired,
         "auc video": p.comparison.delong.auc1, "auc static": p.comparison.delong.auc2,
-        "z or t": p.comparison.delong.statistic, "p (DeLong)": p.comparison.delong.p_value, "p (Holm)": p.p_holm,
+        "z or t": p.comparison.delong.statistic, "p (DeLong)": p.comparison.delong.p_value,
+        "p (DeLong, video > static)": p.comparison.delong.p_greater, "p (Holm)": p.p_holm,
         "p (bootstrap)": p.comparison.bootstrap.p_value,
         "p McNemar accuracy": None if p.mcnemar_accuracy is None else p.mcnemar_accuracy.p_value_exact,
         "p McNemar sensitivity": None if p.mcnemar_sensitivity is None else p.mcnemar_sensitivity.p_value_exact,

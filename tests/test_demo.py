@@ -13,6 +13,7 @@ from pydicom.uid import JPEGBaseline8Bit, UltrasoundMultiFrameImageStorage
 
 from alnvid.data.demo import (
     MANIFEST_COLUMNS,
+    NODE_WINDOW,
     TRUTH_COLUMNS,
     make_demo_cohort,
     render_demo_videos,
@@ -145,7 +146,8 @@ def test_truth_locates_the_node_in_part_of_the_sweep(truth, rendered):
             continue
         assert row["node_kind"] in {"metastatic", "normal"}
         first, last = int(row["node_first_frame"]), int(row["node_last_frame"])
-        assert 0 <= first < last < FRAMES and 2 <= last - first + 1 <= 0.35 * FRAMES + 1
+        low, high = NODE_WINDOW
+        assert 0 <= first < last < FRAMES and max(2, round(low * FRAMES)) <= last - first + 1 <= round(high * FRAMES)
         x0, y0, x1, y1 = _box(row["node_box"])
         rx0, ry0, rx1, ry1 = _box(row["region_box"])
         assert rx0 <= x0 < x1 <= rx1 and ry0 <= y0 < y1 <= ry1

@@ -8,13 +8,16 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 from typer.testing import CliRunner
 
 from alnvid.cli.main import app
+from alnvid.compare import POOLED
 from alnvid.config import RunConfig
 from alnvid.cv import collect_cv, run_cv
 from alnvid.errors import AlnvidError
 from alnvid.report import build_report
+from alnvid.stats.delong import delong_test
 from alnvid.train import fit
 
 
@@ -182,7 +185,8 @@ def test_report_tables_match_the_predictions(runs, tiny_cohort, tmp_path):
         assert row.accuracy_counts == f"{int((calls == labels).sum())}/{len(labels)}"
         assert row.sensitivity_counts == f"{int(calls[labels == 1].sum())}/{int((labels == 1).sum())}"
         assert row.specificity_counts == f"{int((~calls)[labels == 0].sum())}/{int((labels == 0).sum())}"
-    assert set(report.comparisons["split"]) == {"test_a", "test_b"}
+    assert set(report.comparisons["split"]) == {"test_a", "test_b", POOLED}
+    assert (report.comparisons["p (DeLong, video > static)"] <= 1).all()
     assert report.comparisons["paired"].all()
     assert report.table3 is not None and list(report.table3["rater"]) == [
         "tin-cv", "reader junior", "reader senior", "reader expert"]
@@ -200,8 +204,22 @@ def test_compare_video_static_json(runs):
     payload = json.loads(result.output)
     pairs = payload["comparisons"]
     assert {(p["split"], p["run_a"], p["run_b"]) for p in pairs} == {("test_a", "tin-cv", "resnet50-cv"),
-                                                            ("test_b", "tin-cv", "resnet50-cv")}
+                                                            ("test_b", "tin-cv", "resnet50-cv"),
+                                                            (POOLED, "tin-cv", "resnet50-cv")}
     assert all(p["paired"] and p["p_holm"] == pytest.approx(p["delong"]["p_value"]) for p in pairs)
+    # the pooled row: both test splits' patients in one paired DeLong test, with its one-sided p (TIN better)
+    pooled = next(p for p in pairs if p["split"] == POOLED)
+    tin, resnet = ([pd.read_csv(runs / name / f"predictions_{s}.csv", dtype={"patient_id": str})
+                    for s in ("test_a", "test_b")] for name in ("tin-cv", "resnet50-cv"))
+    tin, resnet = pd.concat(tin), pd.concat(resnet).set_index("patient_id").loc[pd.concat(tin)["patient_id"]]
+    expected = delong_test(tin["label"].to_numpy(), tin["prob"].to_numpy(), resnet["prob"].to_numpy())
+    assert pooled["n_common"] == len(tin) == 8
+    assert pooled["delong"]["auc1"] == pytest.approx(_independent_auc(tin["label"].to_numpy(), tin["prob"].to_numpy()))
+    assert pooled["delong"]["p_value"] == pytest.approx(expected.p_value)
+    assert pooled["delong"]["p_greater"] == pytest.approx(norm.sf(expected.statistic))
+    table = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["compare", "video", "static", "--runs", str(runs),
+                                                           "--n-boot", "100"])
+    assert table.exit_code == 0 and POOLED in table.output and "p A > B" in table.output
     readers = CliRunner().invoke(app, ["compare", "model", "readers", "--runs", str(runs), "--n-boot", "100",
                                        "--json"])
     assert readers.exit_code == 0, readers.output
@@ -246,3 +264,49 @@ def test_predict_gives_static_models_the_still_image(runs, tiny_cohort):
     manifest = pd.read_csv(tiny_cohort, keep_default_na=False).set_index("patient_id")
     assert (manifest.loc[expected["patient_id"], "still_path"] != "").any()  # the case this test is about
     assert np.allclose([predicted[p] for p in expected["patient_id"]], expected["prob"], atol=1e-5)
+
+
+def test_demo_validity_scores_keyframes_and_boxes_against_the_truth():
+    """Hits computed by hand on a synthetic truth and `alnvid explain --json` items matched by sha256."""
+    from alnvid.protocol import boxes_overlap, keyframe_hit, score_explanations, summarise_validity
+
+    assert keyframe_hit(4, 4, 9) and keyframe_hit(9, 4, 9) and not keyframe_hit(10, 4, 9)
+    assert not keyframe_hit(None, 4, 9) and not keyframe_hit(5, None, None)
+    assert boxes_overlap((0, 0, 10, 10), (9, 9, 20, 20)) and not boxes_overlap((0, 0, 10, 10), (10, 0, 20, 10))
+    assert not boxes_overlap(None, (0, 0, 1, 1))
+    truth = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4"], "label": [1, 1, 0, 0],
+                          "node_first_frame": [4, 10, 2, ""], "node_last_frame": [9, 15, 6, ""],
+                          "node_box": ["10,10,30,30", "50,50,60,60", "0,0,5,5", ""]})
+    explained = [  # P1: both hits; P2: keyframe outside, box elsewhere; P3, P4: negatives
+        {"file_sha256": "a" * 64, "probability": 0.9, "keyframe": {"frame_index": 6}, "heat_box": [25, 25, 40, 40]},
+        {"file_sha256": "b" * 64, "probability": 0.4, "keyframe": {"frame_index": 3}, "heat_box": [0, 0, 50, 50]},
+        {"file_sha256": "c" * 64, "probability": 0.6, "keyframe": {"frame_index": 3}, "heat_box": [0, 0, 5, 5]},
+        {"file_sha256": "d" * 64, "probability": 0.1, "keyframe": None, "heat_box": None},
+    ]
+    for item, split in zip(explained, ("test_a", "test_b", "test_a", "test_b")):
+        item["split"] = split
+    sha = {"a" * 64: "P1", "b" * 64: "P2", "c" * 64: "P3", "d" * 64: "P4"}
+    scored = score_explanations(truth, sha, explained)
+    assert scored["keyframe_hit"].tolist() == [True, False, True, False]
+    assert scored["pointing_hit"].tolist() == [True, False, True, False]
+    summary = summarise_validity(scored).set_index("split")
+    assert summary.loc["pooled", ["patients", "positives", "keyframe_hits", "pointing_hits"]].tolist() == [4, 2, 1, 1]
+    assert summary.loc["pooled", "keyframe_hit_rate"] == 0.5
+    assert summary.loc["pooled", "auc"] == pytest.approx(_independent_auc(np.array([1, 1, 0, 0]),
+                                                                          np.array([0.9, 0.4, 0.6, 0.1])))
+    assert summary.loc["test_a", "auc"] == 1.0 and summary.loc["test_b", "auc"] == 1.0
+    with pytest.raises(AlnvidError, match="not in the demo cohort"):
+        score_explanations(truth, {}, explained[:1])
+
+
+def test_demo_refuses_a_cohort_made_with_another_seed(tmp_path):
+    from alnvid.protocol import COHORT_RECORD, run_protocol
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "manifest.csv").write_text("patient_id,path,label\n")
+    (cohort / COHORT_RECORD).write_text(json.dumps({"seed": 0, "patients": 120}))
+    with pytest.raises(AlnvidError, match="another seed"):
+        run_protocol(tmp_path, settings="cpu", seed=1)
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--settings", "fastest"])
+    assert result.exit_code == 2 and "cpu, gpu, study" in result.output

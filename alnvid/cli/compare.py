@@ -37,7 +37,8 @@ def compare(
     threshold: float = THRESHOLD_OPTION,
 ) -> None:
     """Compare AUCs by DeLong's test (paired on the same patients, otherwise unpaired and said so), with the
-    paired bootstrap test, McNemar's tests and Holm's correction when several pairs are compared."""
+    paired bootstrap test, McNemar's tests and Holm's correction when several pairs are compared. Runs are
+    compared on each test split and on all test splits pooled; 'p A > B' is DeLong's one-sided p."""
     if len(targets) == 2 and all(t.lower().endswith(".csv") for t in targets):
         from alnvid.stats import compare_csvs
 
@@ -84,15 +85,16 @@ def _compare_runs(targets, runs, json, n_boot, seed, threshold) -> None:
     if not results:
         raise AlnvidError("nothing to compare: no test split shared by these runs is large enough",
                           fix="evaluate the runs on the same test splits, with at least 2 cases and 2 controls.")
-    table = Table("split", "A", "B", "AUC A", "AUC B", "pairing", "statistic", "p DeLong", "p Holm",
-                  "p bootstrap", "p McNemar acc / sens / spec", title="DeLong comparisons")
+    table = Table("split", "A", "B", "AUC A", "AUC B", "pairing", "statistic", "p DeLong", "p A > B", "p Holm",
+                  "p bootstrap", "p McNemar acc / sens / spec", title="DeLong comparisons (p A > B: one-sided)")
     for r in results:
         d = r.comparison.delong
         mcnemar = " / ".join(_p(m.p_value_exact).removeprefix("p = ") if m else "–"
                              for m in (r.mcnemar_accuracy, r.mcnemar_sensitivity, r.mcnemar_specificity))
         table.add_row(r.split, r.run_a, r.run_b, f"{d.auc1:.3f}", f"{d.auc2:.3f}",
                       f"paired ({r.comparison.n_common})" if r.comparison.paired else "[yellow]UNPAIRED[/]",
-                      f"{'Z' if d.df is None else 't'} = {d.statistic:.3f}", _p(d.p_value), _p(r.p_holm),
+                      f"{'Z' if d.df is None else 't'} = {d.statistic:.3f}", _p(d.p_value), _p(d.p_greater),
+                      _p(r.p_holm),
                       _p(r.comparison.bootstrap.p_value), mcnemar)
     console.print(table)
     unpaired = [r for r in results if not r.comparison.paired]

@@ -7,27 +7,51 @@ from typing import Optional
 import typer
 
 from alnvid.cli._common import console, progress_bar, user_errors
+from alnvid.cli.stats import _p
 
 
 @user_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the cohort, runs, report and Grad-CAM."),
-    patients: int = typer.Option(60, "--patients", help="Demo cohort size."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds."),
-    fast: Optional[bool] = typer.Option(None, "--fast/--full", help="Tiny CPU settings, or the study's settings. "
-                                        "Default: fast without a GPU, full with one."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the cohort, the folds and the training: another seed is "
+                             "an independent replication."),
+    settings: Optional[str] = typer.Option(None, "--settings", help="cpu (about 10 min on 2 cores), gpu (minutes "
+                                           "on one GPU, bf16) or study (the study's T 16, 224 px, 300 epochs, "
+                                           "5 folds: hours). Default: gpu with a GPU, else cpu."),
+    study_settings: bool = typer.Option(False, "--study-settings", help="Same as --settings study."),
+    patients: Optional[int] = typer.Option(None, "--patients", help="Demo cohort size. Default: the settings' "
+                                           "(120 cpu, 160 gpu and study)."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds. Default: the settings' "
+                                        "(3 cpu, 5 gpu and study)."),
 ) -> None:
-    """Make the demo cohort, cross-validate TIN and ResNet50, compare them, write the report, explain a video.
-    Rerunning resumes: finished folds and steps are kept."""
-    from alnvid.protocol import run_protocol
+    """Make the demo cohort, cross-validate TIN and ResNet50, compare them (per test split and pooled), write the
+    report and explain a video. Rerunning the same command resumes: finished folds and steps are kept."""
+    from alnvid.errors import AlnvidError
+    from alnvid.protocol import DEMO_SETTINGS, default_settings, run_protocol
 
+    if study_settings:
+        if settings not in (None, "study"):
+            raise AlnvidError(f"--study-settings contradicts --settings {settings}", fix="give one of the two.")
+        settings = "study"
+    settings = settings or default_settings()
+    if settings not in DEMO_SETTINGS:
+        raise AlnvidError(f"unknown --settings {settings!r}", fix=f"use one of: {', '.join(DEMO_SETTINGS)}.")
+    recipe = DEMO_SETTINGS[settings]
+    console.print(f"{recipe.describe()}: training takes about {recipe.expected_minutes():.0f} min at "
+                  f"{recipe.clips_per_s:g} TIN clips/s (the default patients and folds; a rough estimate).",
+                  highlight=False)
     with progress_bar("Caching videos") as update:
-        result = run_protocol(out, fast_settings=fast, patients=patients, folds=folds,
+        result = run_protocol(out, settings=settings, seed=seed, patients=patients, folds=folds,
                               announce=lambda message: console.rule(f"[bold]{message}"), progress=update)
-    console.print(f"[bold green]Done[/] with {result.settings}.")
+    console.print(f"[bold green]Done[/] with {result.settings}.", highlight=False)
     for model, cv in result.cv.items():
         aucs = ", ".join(f"{split} {auc:.3f}" for split, auc in cv.test_auc.items())
         console.print(f"  {model}: best fold {cv.best_fold}, test AUC {aucs}")
+    for pair in result.comparisons:
+        d = pair.comparison.delong
+        console.print(f"  {pair.split} ({pair.comparison.n_common} patients): {pair.run_a} AUC {d.auc1:.3f} vs "
+                      f"{pair.run_b} {d.auc2:.3f}, DeLong {_p(d.p_value)} two-sided, {_p(d.p_greater)} one-sided "
+                      f"({pair.run_a} better)", highlight=False)
     console.print(f"  Report: {result.report}")
     if result.explanation:
         console.print(f"  Grad-CAM: {result.explanation.parent}")

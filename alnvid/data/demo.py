@@ -39,6 +39,8 @@ TRUTH_COLUMNS = (
 MIN_PATIENTS = 6
 MIN_FRAMES = 8
 MIN_FRAME_SIZE = (96, 128)
+NODE_WINDOW = (0.3, 0.4)
+"""Share of the sweep during which the node crosses the scan plane."""
 
 
 @dataclass(frozen=True)
@@ -389,14 +391,14 @@ class _Renderer:
 
     def _add_node(self, reflect: np.ndarray, kind: str, tumour: tuple[float, ...], lateral: np.ndarray,
                   axial: np.ndarray, rng: np.random.Generator) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-        """Draw a lymph node crossing the scan plane during 20-35% of the sweep (in place)."""
+        """Draw a lymph node crossing the scan plane during 30-40% of the sweep (in place)."""
         frames, depth, lines = reflect.shape
         mm = self.px_per_mm
-        count = max(2, round(rng.uniform(0.2, 0.35) * frames))
+        count = max(2, round(rng.uniform(*NODE_WINDOW) * frames))
         first = int(rng.integers(0, frames - count + 1))
         last = first + count - 1
         if kind == "metastatic":  # enlarged, round (long/short axis < 1.4), cortex replaces the fatty hilum
-            b = rng.uniform(4.0, 6.0) * mm
+            b = rng.uniform(5.5, 7.5) * mm
             a = b * rng.uniform(1.0, 1.35)
         else:  # normal: small, oval, thin cortex around an echogenic hilum
             a = rng.uniform(4.0, 6.5) * mm
@@ -421,7 +423,7 @@ class _Renderer:
                 value = 0.05 * (1 + 0.25 * rng.standard_normal(rho.shape).astype(np.float32))
                 if remnant:
                     value = value + 0.9 * np.exp(-(((rho - 0.55) / 0.12) ** 2 + ((angle - 1.2) / 0.35) ** 2))
-                capsule = 0.25 * np.exp(-((rho - 1.0) / 0.07) ** 2)
+                capsule = 2.5 * np.exp(-((rho - 1.05) / 0.12) ** 2)  # echogenic perinodal rim (extranodal spread)
             else:
                 u = rho * np.cos(angle) - hilum_shift
                 hilum = np.hypot(u, rho * np.sin(angle)) / 0.62
