@@ -1,13 +1,26 @@
 """A built-in synthetic breast-ultrasound video cohort, for demos, tutorials and tests without patient data.
 
 `make_demo_cohort` writes one multi-frame ultrasound DICOM per patient (JPEG Baseline, YBR_FULL_422, as scanners
-write them), a PNG keyframe for the static-image models, `manifest.csv` and a ground-truth sidecar
-`demo_truth.csv`. The label (ALN metastasis) is carried by a lymph node that crosses the scan plane during only a
-part of the sweep: positives show an enlarged, round, hypoechoic node without fatty hilum; negatives show nothing
-there or a normal oval node with an echogenic hilum. A single random frame therefore usually misses the evidence,
-while a video model can find it. Two scanners differ in geometry (linear / convex), depth, gain, noise and
-speckle size, and scanner B omits the SequenceOfUltrasoundRegions so that the crop has to find the image itself.
-Headers and burned-in banners carry FAKE identities ("DEMO^PATIENT^7") for privacy tests.
+write them), a PNG still for the static-image models, `manifest.csv` and a ground-truth sidecar `demo_truth.csv`.
+
+Design (a known truth against which the whole pipeline, Grad-CAM included, can be validated): each loop is a
+lateral sweep over a hypoechoic breast tumour. The label-carrying evidence is visible in only part of the sweep:
+in positives a metastatic-looking node (enlarged, round, hypoechoic, with an echogenic rim, 11-20 mm across)
+crosses the scan plane during 30-40 % of the frames (`NODE_WINDOW`), at a random point of the loop; in negatives a
+normal node (oval, echogenic hilum) does the same in about half of the patients, and in a third of all loops
+an anechoic cyst crosses the plane as a distractor. Tumour size is weakly larger in positives (a weak cue in
+every frame). The evidence is large and contrasted enough to be learnt from scratch at 64 px.
+`demo_truth.csv` records where (`node_box`, x0,y0,x1,y1 in original pixels, the union over the visible frames)
+and when (`node_first_frame`, `node_last_frame`, 0-based loop frames) the evidence is visible.
+
+The still (two thirds of the patients) is what a sonographer saves: the frame in which the tumour is centred,
+its whole extent in view (`keyframe`), chosen from the probe position alone, independent of the label and of
+the node's frames. It shows the node when the two coincide (about a third of the positives), so the static
+model is a fair baseline that sometimes sees the evidence, while a video model can find it in every loop.
+
+Two scanners differ in geometry (linear / convex), depth, gain, noise and speckle size, and scanner B omits
+the SequenceOfUltrasoundRegions so that the crop has to find the image itself. Headers and burned-in banners
+carry FAKE identities ("DEMO^PATIENT^7") for privacy tests.
 """
 from __future__ import annotations
 
