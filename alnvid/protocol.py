@@ -44,8 +44,6 @@ class DemoSettings:
     precision: str = "32-true"
     elastic: bool = False
     workers: int = 0
-    clips_per_s: float = 6.4
-    """Training throughput of TIN at these settings (clips/s) on the device the recipe is for, for the estimate."""
 
     def apply(self, config: RunConfig) -> RunConfig:
         data, trainer = config.data, config.trainer
@@ -62,31 +60,49 @@ class DemoSettings:
                 f"{self.crop_size} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, batch {self.batch_size}, "
                 f"{self.precision})")
 
-    def expected_minutes(self) -> float:
-        """Rough training time of both models: TIN's clips at `clips_per_s`, ResNet50's stills ~T times faster."""
+    def clips_per_s(self, device: str) -> float:
+        """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
+        rate, frames, pixels, ceiling = THROUGHPUT[device]
+        return min(ceiling, rate * frames * pixels ** 2 / (self.frames * self.crop_size ** 2))
+
+    def expected_minutes(self, device: str) -> float:
+        """Rough training time of both models: TIN's training and validation clips (validation ~3 times cheaper),
+        plus ResNet50 on stills (about T times cheaper than TIN)."""
         development = self.patients - 2 * max(2, round(0.15 * self.patients))
-        clips = self.folds * self.epochs * development * (self.folds - 1) / self.folds
-        evaluated = self.folds * self.epochs * development / self.folds
-        seconds = (clips + evaluated / 3) / self.clips_per_s * (1 + 1 / self.frames)
-        return seconds / 60
+        trained = self.epochs * development * (self.folds - 1)
+        validated = self.epochs * development
+        return (trained + validated / 3) * (1 + 1 / self.frames) / self.clips_per_s(device) / 60
+
+
+THROUGHPUT = {"cpu": (6.4, 8, 64, float("inf")), "gpu": (40.0, 16, 224, 100.0)}
+"""device -> (TIN clips/s, at T, at px, ceiling). CPU: measured on 2 cores. GPU: assumed for one recent GPU in
+bf16 (not measured), and at most 100 clips/s, where decoding and augmenting on the CPU limit it."""
 
 
 DEMO_SETTINGS = {
-    # Measured on 2 shared CPU cores (see README): TIN-ResNet50 trains at ~6.4 clips/s at 64 px, T 8.
     "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, epochs=14, lr=1e-3,
                         schedule="cosine", batch_size=8),
     # Not measured (no GPU was available): chosen to stay well inside 10 minutes on one recent GPU in bf16.
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=30, lr=1e-3,
-                        schedule="cosine", batch_size=16, precision="bf16-mixed", workers=4, clips_per_s=60.0),
-    # The study's protocol (RunConfig's defaults). Throughput assumed for one recent GPU, not measured.
+                        schedule="cosine", batch_size=16, precision="bf16-mixed", workers=4),
+    # The study's protocol (RunConfig's defaults).
     "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
-                          schedule="none", batch_size=4, elastic=True, workers=2, clips_per_s=40.0),
+                          schedule="none", batch_size=4, elastic=True, workers=2),
 }
 
 
 def default_settings() -> str:
     """'gpu' where CUDA is available, else 'cpu'."""
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def expected_duration(settings: str) -> str:
+    """A sentence for the user before the run starts: the recipe and its rough training time on this machine."""
+    recipe, device = DEMO_SETTINGS[settings], default_settings()
+    minutes = recipe.expected_minutes(device)
+    when = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} hours"
+    return (f"{recipe.describe()}: training takes about {when} on this {device.upper()} (rough estimate, "
+            f"{recipe.clips_per_s(device):.1f} TIN clips/s; the default patients and folds).")
 
 
 @dataclass

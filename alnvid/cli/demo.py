@@ -27,7 +27,7 @@ def demo(
     """Make the demo cohort, cross-validate TIN and ResNet50, compare them (per test split and pooled), write the
     report and explain a video. Rerunning the same command resumes: finished folds and steps are kept."""
     from alnvid.errors import AlnvidError
-    from alnvid.protocol import DEMO_SETTINGS, default_settings, run_protocol
+    from alnvid.protocol import DEMO_SETTINGS, default_settings, expected_duration, run_protocol
 
     if study_settings:
         if settings not in (None, "study"):
@@ -36,10 +36,7 @@ def demo(
     settings = settings or default_settings()
     if settings not in DEMO_SETTINGS:
         raise AlnvidError(f"unknown --settings {settings!r}", fix=f"use one of: {', '.join(DEMO_SETTINGS)}.")
-    recipe = DEMO_SETTINGS[settings]
-    console.print(f"{recipe.describe()}: training takes about {recipe.expected_minutes():.0f} min at "
-                  f"{recipe.clips_per_s:g} TIN clips/s (the default patients and folds; a rough estimate).",
-                  highlight=False)
+    console.print(expected_duration(settings), highlight=False)
     with progress_bar("Caching videos") as update:
         result = run_protocol(out, settings=settings, seed=seed, patients=patients, folds=folds,
                               announce=lambda message: console.rule(f"[bold]{message}"), progress=update)
