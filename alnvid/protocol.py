@@ -42,6 +42,7 @@ class DemoSettings:
     schedule: str
     batch_size: int
     precision: str = "32-true"
+    channels_last: bool = False
     elastic: bool = False
     workers: int = 0
 
@@ -52,6 +53,7 @@ class DemoSettings:
         data.num_workers = self.workers
         config.optim.lr, config.optim.schedule = self.lr, self.schedule
         trainer.epochs, trainer.batch_size, trainer.precision = self.epochs, self.batch_size, self.precision
+        config.model.channels_last = self.channels_last
         config.explain.gif = False
         return config
 
@@ -62,32 +64,36 @@ class DemoSettings:
 
     def clips_per_s(self, device: str) -> float:
         """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
-        rate, frames, pixels, ceiling = THROUGHPUT[device]
+        rate, frames, pixels, ceiling, _ = THROUGHPUT[device]
         return min(ceiling, rate * frames * pixels ** 2 / (self.frames * self.crop_size ** 2))
 
     def expected_minutes(self, device: str) -> float:
         """Rough training time of both models: TIN's training and validation clips (validation ~3 times cheaper),
-        plus ResNet50 on stills (about T times cheaper than TIN)."""
+        ResNet50 on stills (about T times cheaper than TIN), and each epoch's overhead."""
         development = self.patients - 2 * max(2, round(0.15 * self.patients))
         trained = self.epochs * development * (self.folds - 1)
         validated = self.epochs * development
-        return (trained + validated / 3) * (1 + 1 / self.frames) / self.clips_per_s(device) / 60
+        steps = (trained + validated / 3) * (1 + 1 / self.frames) / self.clips_per_s(device)
+        return (steps + 2 * self.folds * self.epochs * THROUGHPUT[device][4]) / 60
 
 
-THROUGHPUT = {"cpu": (6.4, 8, 64, float("inf")), "gpu": (40.0, 16, 224, 100.0)}
-"""device -> (TIN clips/s, at T, at px, ceiling). CPU: measured on 2 cores. GPU: assumed for one recent GPU in
-bf16 (not measured), and at most 100 clips/s, where decoding and augmenting on the CPU limit it."""
+THROUGHPUT = {"cpu": (6.4, 8, 64, float("inf"), 0.0), "gpu": (55.0, 16, 224, 100.0, 1.1)}
+"""device -> (TIN training clips/s, at T, at px, ceiling, seconds per epoch outside training steps).
+CPU: 6.4 clips/s measured on 2 cores (issue 9). GPU: 55 clips/s and 1.1 s per epoch measured on an H200 (issue 10:
+batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding and augmenting on the CPU would limit
+smaller clips, is assumed."""
 
 
 DEMO_SETTINGS = {
     "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, epochs=14, lr=1e-3,
                         schedule="cosine", batch_size=8),
     # Not measured (no GPU was available): chosen to stay well inside 10 minutes on one recent GPU in bf16.
-    "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=30, lr=1e-3,
-                        schedule="cosine", batch_size=16, precision="bf16-mixed", workers=4),
-    # The study's protocol (RunConfig's defaults).
+    "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=1e-3,
+                        schedule="cosine", batch_size=8, precision="bf16-mixed", channels_last=True, workers=4),
+    # The study's protocol (RunConfig's defaults), in bf16 with channels_last as measured in issue 10.
     "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
-                          schedule="none", batch_size=4, elastic=True, workers=2),
+                          schedule="none", batch_size=4, precision="bf16-mixed", channels_last=True, elastic=True,
+                          workers=2),
 }
 
 
