@@ -310,3 +310,27 @@ def test_demo_refuses_a_cohort_made_with_another_seed(tmp_path):
         run_protocol(tmp_path, settings="cpu", seed=1)
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--settings", "fastest"])
     assert result.exit_code == 2 and "cpu, gpu, study" in result.output
+
+
+def test_demo_validity_scores_what_alnvid_explain_writes(runs, tiny_cohort, tmp_path):
+    """`alnvid explain --manifest --split --json` keeps keyframe, heat_box and file_sha256, which the scoring needs."""
+    from alnvid.data.demo import TRUTH_NAME
+    from alnvid.io import content_hash
+    from alnvid.protocol import score_explanations, summarise_validity
+
+    checkpoint = runs / "tin-cv" / "fold_0" / "checkpoints" / "best.ckpt"
+    result = CliRunner().invoke(app, ["explain", "--manifest", str(tiny_cohort), "--split", "test_a", "-c",
+                                      str(checkpoint), "--out", str(tmp_path), "--no-gif", "--no-mp4", "--json"])
+    assert result.exit_code == 0, result.output
+    explained = [{**item, "split": "test_a"} for item in json.loads(result.output)]
+    manifest = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
+    sha = {content_hash(tiny_cohort.parent / p): pid for pid, p in zip(manifest["patient_id"], manifest["path"])}
+    truth = pd.read_csv(tiny_cohort.parent / TRUTH_NAME, dtype={"patient_id": str})
+    scored = score_explanations(truth, sha, explained)
+    assert sorted(scored["patient_id"]) == sorted(manifest.loc[manifest["split"] == "test_a", "patient_id"])
+    labels = truth.set_index("patient_id")["label"]
+    assert scored["label"].tolist() == [int(labels[p]) for p in scored["patient_id"]]
+    for row in scored.itertuples():
+        assert row.keyframe_hit == (row.keyframe is not None and row.node_first_frame is not None
+                                    and row.node_first_frame <= row.keyframe <= row.node_last_frame)
+    assert summarise_validity(scored)["split"].tolist() == ["test_a", "pooled"]

@@ -17,7 +17,7 @@ def demo(
                              "an independent replication."),
     settings: Optional[str] = typer.Option(None, "--settings", help="cpu (about 10 min on 2 cores), gpu (minutes "
                                            "on one GPU, bf16) or study (the study's T 16, 224 px, 300 epochs, "
-                                           "5 folds: hours). Default: gpu with a GPU, else cpu."),
+                                           "5 folds: about 2 hours on one GPU). Default: gpu with a GPU, else cpu."),
     study_settings: bool = typer.Option(False, "--study-settings", help="Same as --settings study."),
     patients: Optional[int] = typer.Option(None, "--patients", help="Demo cohort size. Default: the settings' "
                                            "(120 cpu, 160 gpu and study)."),
