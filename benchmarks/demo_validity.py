@@ -26,7 +26,7 @@ from alnvid.io import content_hash
 from alnvid.protocol import run_protocol, score_explanations, summarise_validity
 
 GOALS = {"keyframe_hit_rate": 0.8, "pointing_hit_rate": 0.7}
-ALNVID = [sys.executable, "-c", "from alnvid.cli.main import app; app()"]
+ALNVID = [sys.executable, "-m", "alnvid"]
 """The `alnvid` command of this interpreter, as a user runs it."""
 
 
