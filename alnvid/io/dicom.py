@@ -39,10 +39,12 @@ def read_dataset(path: Path, *, with_pixels: bool = True) -> Dataset:
     """Parse a DICOM file, accepting files without the 128-byte preamble, or raise InputFileError."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        forced = False
         try:
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=not with_pixels)
             except InvalidDicomError:
+                forced = True
                 ds = pydicom.dcmread(path, stop_before_pixels=not with_pixels, force=True)
         except Exception as exc:  # pydicom raises many types for malformed files; report them as one
             raise InputFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", path=path,
@@ -50,10 +52,29 @@ def read_dataset(path: Path, *, with_pixels: bool = True) -> Dataset:
     if any("End of file reached" in str(w.message) for w in caught):
         # pydicom drops a truncated encapsulated PixelData with only a warning
         raise InputFileError("the file is truncated: it ends inside the pixel data", path=path, fix=_REEXPORT_FIX)
+    if "Rows" not in ds and forced:
+        raise InputFileError("not a readable DICOM file (no DICOM marker and no image attributes)", path=path,
+                             fix="point to the DICOM file that holds the ultrasound image or cine loop.")
+    if "Rows" not in ds and _ends_inside_header(ds, path):
+        raise InputFileError("the file is truncated or corrupt: it ends inside its header, before the image",
+                             path=path, fix=_REEXPORT_FIX)
     if "Rows" not in ds:
         raise InputFileError("not a DICOM image (no Rows attribute; is it a report, DICOMDIR or other file?)",
                              path=path, fix="point to the DICOM file that holds the ultrasound image or cine loop.")
     return ds
+
+
+def _ends_inside_header(ds: Dataset, path: Path) -> bool:
+    """A header without image attributes that was cut short: no elements at all, a last element running past (or
+    stopping short of) the end of the file, or a header that names an image storage class."""
+    if not len(ds):
+        return True
+    last = ds.get_item(list(ds.keys())[-1])
+    if getattr(last, "value_tell", None) is not None and last.length != 0xFFFFFFFF:
+        if last.value_tell + last.length != path.stat().st_size:
+            return True
+    sop_class = ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
+    return sop_class is not None and "Image Storage" in getattr(sop_class, "name", "")
 
 
 def dicom_frame_count(path: Path) -> int:
