@@ -33,6 +33,8 @@ class DataConfig:
     elastic: bool = True
     mask_overlays: bool = True
     """Blank burned-in annotations (text, calipers) inside the imaging region."""
+    allow_modalities: list[str] = field(default_factory=list)
+    """DICOM modalities read besides ultrasound (US), e.g. ["CT"]; anything else is refused as not an ultrasound."""
     still_frames: str = "middle"
     """Static models without a still image: 'middle' frame of the loop, or 'all' (T frames, averaged per video at evaluation)."""
     fold: int | None = None

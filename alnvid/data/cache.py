@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,49 +17,75 @@ import cv2
 import numpy as np
 
 from alnvid.data.crop import Box, imaging_region, mask_static_overlays
-from alnvid.io import content_hash, read_video
+from alnvid.io import check_modality, content_hash, read_video
 from alnvid.utils import atomic_path, atomic_write_text
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when preprocessing changes meaning, so old entries are not reused."""
 
 
 @dataclass(frozen=True)
 class Preprocessed:
-    """A video ready for sampling: `frames` is (F, size, size, 3) uint8, often a read-only memory map."""
+    """A video ready for sampling: `frames` is (F, size, size, 3) uint8, often a read-only memory map.
+
+    `modality` is the DICOM Modality (None for videos and images); `distinct` how many frames differ from each
+    other (None: not counted yet), since a "loop" of one repeated frame holds no motion for a video model.
+    """
 
     frames: np.ndarray
     box: Box
     source_height: int
     source_width: int
     frame_time_ms: float | None
+    modality: str | None = None
+    distinct: int | None = None
 
     @property
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
 
+    @property
+    def distinct_frames(self) -> int:
+        return self.distinct if self.distinct is not None else count_distinct_frames(self.frames)
+
+
+def count_distinct_frames(frames: np.ndarray) -> int:
+    """How many of the frames are pixel-for-pixel different from each other."""
+    return len({hashlib.sha1(np.ascontiguousarray(frame).data).digest() for frame in frames})
+
 
 def preprocess_video(
-    path: str | Path, size: int, *, box: Box | None = None, mask_overlays: bool = True
+    path: str | Path, size: int, *, box: Box | None = None, mask_overlays: bool = True,
+    allow_modalities: Collection[str] = (),
 ) -> Preprocessed:
-    """Read a file, crop it to the imaging region (detected unless `box` is given) and resize to size×size."""
+    """Read a file, crop it to the imaging region (detected unless `box` is given) and resize to size×size.
+
+    A DICOM of another modality than ultrasound is refused unless its modality is in `allow_modalities`.
+    """
     video = read_video(path)
+    check_modality(video.meta.modality, path, allow_modalities)
     region = (box or imaging_region(video)).clip(video.meta.width, video.meta.height)
     frames = video.frames
     if mask_overlays:
         frames = mask_static_overlays(frames, region)
     cropped = frames[:, region.y0 : region.y1, region.x0 : region.x1]
     resized = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in cropped])
-    return Preprocessed(resized, region, video.meta.height, video.meta.width, video.meta.frame_time_ms)
+    return Preprocessed(resized, region, video.meta.height, video.meta.width, video.meta.frame_time_ms,
+                        video.meta.modality, count_distinct_frames(resized))
 
 
 class PreprocessCache:
-    """Content-addressed store of preprocessed videos under `root`."""
+    """Content-addressed store of preprocessed videos under `root`.
 
-    def __init__(self, root: str | Path, size: int = 256, *, mask_overlays: bool = True):
+    Every load, cached or not, refuses DICOMs that are not ultrasound unless their modality is allowed.
+    """
+
+    def __init__(self, root: str | Path, size: int = 256, *, mask_overlays: bool = True,
+                 allow_modalities: Collection[str] = ()):
         self.root = Path(root)
         self.size = size
         self.mask_overlays = mask_overlays
+        self.allow_modalities = tuple(allow_modalities)
         self.decoded = 0
         """How many files this process has decoded (a warm cache decodes none)."""
         self._hashes: dict[tuple[str, int, int], str] = {}
@@ -66,7 +93,8 @@ class PreprocessCache:
     @classmethod
     def from_config(cls, data) -> PreprocessCache:
         """The cache a run's data settings (alnvid.config.DataConfig) read and fill."""
-        return cls(data.cache_dir, data.resize, mask_overlays=data.mask_overlays)
+        return cls(data.cache_dir, data.resize, mask_overlays=data.mask_overlays,
+                   allow_modalities=data.allow_modalities)
 
     def load(self, path: str | Path, *, box: Box | None = None) -> Preprocessed:
         """The preprocessed video, from the cache when present, else decoded and stored."""
@@ -74,17 +102,20 @@ class PreprocessCache:
         array_path, info_path = entry.with_suffix(".npy"), entry.with_suffix(".json")
         if info_path.is_file() and array_path.is_file():
             info = json.loads(info_path.read_text())
+            check_modality(info["modality"], path, self.allow_modalities)
             frames = np.load(array_path, mmap_mode="r")
             return Preprocessed(frames, Box(**info["box"]), info["source_height"], info["source_width"],
-                                info["frame_time_ms"])
-        result = preprocess_video(path, self.size, box=box, mask_overlays=self.mask_overlays)
+                                info["frame_time_ms"], info["modality"], info["distinct_frames"])
+        result = preprocess_video(path, self.size, box=box, mask_overlays=self.mask_overlays,
+                                  allow_modalities=self.allow_modalities)
         self.decoded += 1
         entry.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(array_path) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, np.ascontiguousarray(result.frames))
         info = {"box": asdict(result.box), "source_height": result.source_height,
-                "source_width": result.source_width, "frame_time_ms": result.frame_time_ms}
+                "source_width": result.source_width, "frame_time_ms": result.frame_time_ms,
+                "modality": result.modality, "distinct_frames": result.distinct}
         atomic_write_text(info_path, json.dumps(info))
         return result
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 
 from alnvid.errors import InputFileError
@@ -13,6 +14,8 @@ from alnvid.io.video import container_frame_count, read_container_video
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mpeg", ".mpg", ".gif", ".mkv", ".webm", ".wmv"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+ULTRASOUND = "US"
+"""The DICOM Modality of ultrasound; files without one (videos, images) are taken as ultrasound."""
 
 
 def read_video(path: str | Path) -> Video:
@@ -39,6 +42,17 @@ def read_frame_count(path: str | Path) -> int:
     if kind == "video":
         return container_frame_count(path)
     return 1
+
+
+def check_modality(modality: str | None, path: str | Path, allowed: Collection[str] = ()) -> None:
+    """Refuse a file whose DICOM Modality is not ultrasound (e.g. CT) unless that modality is in `allowed`.
+
+    The models learn breast ultrasound: a CT or MR slice would be scored as if it were one, silently.
+    """
+    if modality is None or modality.upper() == ULTRASOUND or modality.upper() in {m.upper() for m in allowed}:
+        return
+    raise InputFileError(f"not an ultrasound: the DICOM header gives modality {modality}", path=path,
+                         fix=f"use ultrasound (US) loops only, or pass --allow-modality {modality} to use it anyway.")
 
 
 def content_hash(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
