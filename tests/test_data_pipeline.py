@@ -43,8 +43,9 @@ def test_folds_group_patients_and_stratify():
 
 def test_folds_need_enough_patients_per_class():
     table = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "label": [1, 0, 0, 0]})
-    with pytest.raises(AlnvidError, match="only 1 patient"):
+    with pytest.raises(AlnvidError, match="which have 1 with label 1 and 3 with label 0") as info:
         patient_folds(table, 2)
+    assert "needs at least 2 of each class" in info.value.fix
 
 
 def test_holdout_is_grouped():
@@ -141,7 +142,8 @@ def test_cache_is_safe_when_two_processes_fill_it(tiny_cohort, tmp_path):
     assert len(arrays) == 1 and not list(tmp_path.rglob("*.tmp*"))
     assert np.asarray(PreprocessCache(tmp_path, size=40).load(path).frames).sum() == sums[0]
     info = json.loads(arrays[0].with_suffix(".json").read_text())
-    assert set(info) == {"box", "source_height", "source_width", "frame_time_ms"}
+    assert set(info) == {"box", "source_height", "source_width", "frame_time_ms", "modality", "distinct_frames"}
+    assert info["modality"] == "US" and info["distinct_frames"] == 8
 
 
 def test_video_datamodule_batches(tiny_cohort, tiny_data_config):

@@ -13,16 +13,10 @@ def patient_folds(table: pd.DataFrame, num_folds: int, seed: int = 0) -> np.ndar
     Patients of each class are shuffled (seeded) and dealt one by one to the fold that holds the fewest videos
     of that class so far, so folds are balanced in class mix and size even when patients have several videos.
     """
-    if num_folds < 2:
-        raise AlnvidError(f"--folds must be at least 2 (got {num_folds})")
+    problem = folds_problem(table, num_folds)
+    if problem:
+        raise AlnvidError(problem, fix=folds_fix(table))
     patients = table.groupby("patient_id", sort=True)["label"].agg(["max", "size"])
-    for label in (0, 1):
-        n = int((patients["max"] == label).sum())
-        if n < num_folds:
-            raise AlnvidError(
-                f"only {n} patient(s) with label {label} for {num_folds} folds: every fold needs both classes",
-                fix="use fewer folds or add patients.",
-            )
     rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
     for label in (0, 1):
@@ -34,6 +28,31 @@ def patient_folds(table: pd.DataFrame, num_folds: int, seed: int = 0) -> np.ndar
             fold_of[members.index[i]] = fold
             load[fold] += members["size"].iloc[i]
     return table["patient_id"].map(fold_of).to_numpy()
+
+
+def patients_per_class(table: pd.DataFrame) -> tuple[int, int]:
+    """Patients without and with metastasis (a patient counts as positive when any of its videos is)."""
+    patients = table.groupby("patient_id")["label"].max()
+    return int((patients == 0).sum()), int((patients == 1).sum())
+
+
+def folds_problem(table: pd.DataFrame, num_folds: int) -> str | None:
+    """Why `table` cannot be split into `num_folds` patient-grouped folds holding both classes, or None."""
+    if num_folds < 2:
+        return f"cross-validation needs at least 2 folds (got {num_folds})"
+    negatives, positives = patients_per_class(table)
+    if min(negatives, positives) < num_folds:
+        return (f"{num_folds}-fold cross-validation needs at least {num_folds} patients of each class in the "
+                f"train/val rows, which have {positives} with label 1 and {negatives} with label 0")
+    return None
+
+
+def folds_fix(table: pd.DataFrame) -> str:
+    """What to do when the folds cannot be formed: the largest fold count the data allow, if any."""
+    most = min(patients_per_class(table))
+    if most >= 2:
+        return f"use --folds {most} or fewer (every fold needs a patient of each class), or add patients."
+    return "add patients to the train/val rows: cross-validation needs at least 2 of each class."
 
 
 def holdout(table: pd.DataFrame, fraction: float, seed: int = 0) -> np.ndarray:

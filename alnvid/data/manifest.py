@@ -9,13 +9,18 @@ the automatic imaging-region detection), `reader_<name>` (0/1 sonographer calls)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from alnvid.data.crop import Box
-from alnvid.errors import AlnvidError, ManifestError
+from alnvid.data.folds import folds_fix, folds_problem
+from alnvid.errors import AlnvidError, InputFileError, ManifestError
+from alnvid.io import check_modality
+from alnvid.io.dicom import read_dataset
+from alnvid.io.table import read_csv_table
 
 REQUIRED_COLUMNS = ("patient_id", "path", "label")
 TRAIN_SPLITS = ("train", "val")
@@ -76,15 +81,18 @@ def reader_names(columns) -> list[str]:
     return [c[len("reader_"):] for c in columns if c.startswith("reader_") and not c.endswith("_score")]
 
 
-def check_manifest(path: str | Path, *, check_files: bool = True) -> ManifestCheck:
-    """Read and validate a manifest, collecting every problem instead of stopping at the first."""
+def check_manifest(path: str | Path, *, check_files: bool = True, folds: int | None = None,
+                   allow_modalities: Collection[str] = ()) -> ManifestCheck:
+    """Read and validate a manifest, collecting every problem instead of stopping at the first.
+
+    With `check_files`, every file must exist and every DICOM header be readable and ultrasound (or of a
+    modality in `allow_modalities`); with `folds`, the train/val rows must allow that many CV folds.
+    """
     path = Path(path)
-    if not path.is_file():
-        return ManifestCheck(path, None, [f"manifest not found: {path}"])
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        return ManifestCheck(path, None, [f"not a readable CSV file ({type(exc).__name__}: {exc})"])
+        raw = read_csv_table(path, "manifest", dtype=str, keep_default_na=False)
+    except InputFileError as exc:
+        return ManifestCheck(path, None, [exc.problem + (f"; {exc.fix}" if exc.fix else "")])
     raw.columns = [c.strip() for c in raw.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
@@ -94,16 +102,24 @@ def check_manifest(path: str | Path, *, check_files: bool = True) -> ManifestChe
             [f"missing required column(s) {', '.join(missing)}; found: {', '.join(raw.columns)}. "
              "Rename the columns or convert with `alnvid cohort import --column ours=theirs`."],
         )
+    if raw.empty:
+        return ManifestCheck(path, None, ["the manifest has a header but no rows: add one row per video"])
     table, problems = _normalise(raw, path.parent)
     if check_files:
-        problems += _file_problems(table)
+        problems += _file_problems(table, allow_modalities)
     problems += _cohort_problems(table)
+    if folds is not None:
+        development = table[table["split"].isin(TRAIN_SPLITS)]
+        problem = folds_problem(development, folds)
+        if problem:
+            problems.append(f"{problem}; {folds_fix(development)}")
     return ManifestCheck(path, table, problems, _cohort_warnings(table))
 
 
-def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
-    """Validate and load a manifest; raise `ManifestError` listing every problem at once."""
-    check = check_manifest(path, check_files=check_files)
+def load_manifest(path: str | Path, *, check_files: bool = True, folds: int | None = None,
+                  allow_modalities: Collection[str] = ()) -> Manifest:
+    """Validate and load a manifest (see `check_manifest`); raise `ManifestError` listing every problem at once."""
+    check = check_manifest(path, check_files=check_files, folds=folds, allow_modalities=allow_modalities)
     if not check.ok:
         raise ManifestError(check.problems, path=path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -116,9 +132,7 @@ def load_file_list(path: str | Path) -> pd.DataFrame:
     Paths are resolved like a manifest's; every missing file or bad crop box is listed in one error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError([f"file list not found: {path}"], path=path)
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_csv_table(path, "file list", dtype=str, keep_default_na=False)
     missing = [c for c in ("patient_id", "path") if c not in table.columns]
     if missing:
         raise ManifestError([f"missing column(s) {', '.join(missing)}; found: {', '.join(table.columns)}"], path=path)
@@ -178,7 +192,7 @@ def _normalise(raw: pd.DataFrame, base: Path) -> tuple[pd.DataFrame, list[str]]:
     return table.reset_index(drop=True), problems
 
 
-def _file_problems(table: pd.DataFrame) -> list[str]:
+def _file_problems(table: pd.DataFrame, allow_modalities: Collection[str]) -> list[str]:
     problems = []
     for n, column, value in _file_cells(table):
         file = Path(value)
@@ -186,8 +200,10 @@ def _file_problems(table: pd.DataFrame) -> list[str]:
             problems.append(f"line {n}: {column} not found: {file}")
         elif file.stat().st_size == 0:
             problems.append(f"line {n}: {column} is an empty file: {file}")
-        elif file.suffix.lower() in DICOM_SUFFIXES and not _dicom_header_readable(file):
-            problems.append(f"line {n}: {column} is not a readable DICOM file: {file}")
+        elif file.suffix.lower() in DICOM_SUFFIXES:
+            problem = _dicom_header_problem(file, allow_modalities)
+            if problem:
+                problems.append(f"line {n}: {column} {file}: {problem}")
     return problems
 
 
@@ -199,15 +215,17 @@ def _file_cells(table: pd.DataFrame):
                     yield n, column, value
 
 
-def _dicom_header_readable(file: Path) -> bool:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+def _dicom_header_problem(file: Path, allow_modalities: Collection[str]) -> str | None:
+    """What is wrong with a DICOM's header (unreadable, truncated, no image, not ultrasound), or None."""
     try:
-        pydicom.dcmread(file, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError):
-        return False
-    return True
+        header = read_dataset(file, with_pixels=False)
+    except InputFileError as exc:
+        return exc.problem
+    try:
+        check_modality(str(header.get("Modality", "")).strip() or None, file, allow_modalities)
+    except InputFileError as exc:
+        return f"{exc.problem}; {exc.fix}"
+    return None
 
 
 def _cohort_problems(table: pd.DataFrame) -> list[str]:
