@@ -68,8 +68,11 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     it by DeLong's paired test into comparison_<split>.json (the reference is checked before any training).
     """
     out = Path(config.out)
+    if only_fold is not None and not 0 <= only_fold < folds:
+        raise AlnvidError(f"--fold {only_fold} is outside 0..{folds - 1}", fix=f"give --fold 0 to {folds - 1}.")
     todo = [only_fold] if only_fold is not None else list(range(folds))
-    manifest = load_manifest(config.data.manifest)
+    # the folds must be formable before any fold folder is written
+    manifest = load_manifest(config.data.manifest, folds=folds, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
     for fold in todo:
@@ -105,7 +108,7 @@ def explain_best_fold(result: CVResult, config: RunConfig) -> None:
     from alnvid.models.trained import load_trained
 
     model = load_trained(fold_folder(result.out, result.best_fold) / "checkpoints" / "best.ckpt")
-    manifest = load_manifest(config.data.manifest)
+    manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     exporter = GradCAMExport(result.out / "gradcam", model.config, top_n=config.explain.top_n,
                              gif=config.explain.gif)
     for split in manifest.test_splits:

@@ -39,3 +39,7 @@ class ManifestError(AlnvidError):
 
 class StatsInputError(AlnvidError):
     """Scores or labels that a statistic cannot be computed on (NaN, one class, mismatched lengths)."""
+
+
+class AlnvidWarning(UserWarning):
+    """Something worth the user's attention that does not stop the run (e.g. a loop shorter than the clip)."""

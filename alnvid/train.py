@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from alnvid.callbacks import BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed
 from alnvid.config import RunConfig
+from alnvid.data.crop import Box
 from alnvid.data.datamodule import (
     CohortDataModule,
     ProgressFn,
@@ -37,7 +42,7 @@ from alnvid.data.manifest import Manifest, load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier, gather_rows
 from alnvid.models.registry import get_model_spec
-from alnvid.models.trained import network_input_size
+from alnvid.models.trained import network_input_size, require_motion
 from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
 from alnvid.stats import auc
@@ -100,13 +105,14 @@ def fit(
     if (out / "summary.json").exists() and not resume:
         raise AlnvidError("this run folder already holds a finished run", path=out,
                           fix="choose another --out, or pass --resume to continue it.")
-    manifest = load_manifest(config.data.manifest)
+    manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
+    datamodule = build_datamodule(config, manifest, progress)  # forms the folds or hold-out, or says why not
+    check_inputs(datamodule, config)  # every file decoded and usable before anything is written
     loggers = build_loggers(config.trainer.loggers, out / "logs")
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config, manifest, progress)
     module = build_module(config)
     module.test_split_names = datamodule.test_split_names
     best = L.pytorch.callbacks.ModelCheckpoint(
@@ -125,7 +131,7 @@ def fit(
         config.save(out / "config.yaml")
         atomic_write_text(out / "provenance.json", json.dumps(
             provenance(seed=config.trainer.seed, manifest_sha256=manifest.sha256), indent=2))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), interrupts_raised(trainer):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
         best_path = Path(best.best_model_path or last)
@@ -220,6 +226,36 @@ def build_trainer(config: RunConfig, callbacks: list[L.Callback], loggers: list)
                           "cannot be gathered back into this run's results",
                           fix="use --strategy ddp (the default for several devices), or --devices 1.")
     return trainer
+
+
+def check_inputs(datamodule: CohortDataModule, config: RunConfig) -> None:
+    """Decode every file of the cohort into the cache (a bad file fails here, naming it) and refuse the files the
+    model cannot use, e.g. a single frame for a video model."""
+    datamodule.prepare_data()
+    spec = get_model_spec(config.model.name)
+    table = datamodule.manifest.table
+    boxes = table["crop_box"] if "crop_box" in table.columns else [""] * len(table)
+    for path, box in zip(table["path"], boxes):
+        require_motion(spec, datamodule.cache.load(path, box=Box.optional(box)), path, config.data.frames)
+
+
+@contextmanager
+def interrupts_raised(trainer: L.Trainer) -> Iterator[None]:
+    """Let Ctrl-C reach the caller as KeyboardInterrupt.
+
+    Lightning catches it, shuts down gracefully, ignores SIGINT from then on and calls `sys.exit(1)`; the command
+    line could then neither tell an interruption from a failure nor say how to resume.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: CohortDataModule, out: Path) -> dict[str, Path]:

@@ -29,7 +29,7 @@ from alnvid.explain.overlay import (
     save_mp4,
     save_png,
 )
-from alnvid.models.trained import TrainedModel, frames_input, prepare_input
+from alnvid.models.trained import TrainedModel, frames_input, load_input, prepare_input
 from alnvid.io import content_hash
 from alnvid.utils import atomic_path, atomic_write_text
 
@@ -165,8 +165,7 @@ def explain_file(
     sha256 = content_hash(path)
     name = name or f"explain_{sha256[:8]}"
     data = model.config.data
-    cache = cache or PreprocessCache.from_config(data)
-    video = cache.load(path, box=box)
+    video = load_input(model, path, box=box, cache=cache)
     cam = explain_video(model, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
                         target_class=target_class)
     if model.spec.input_kind == "clip" and not multi_clip:  # the explained clip is the one `predict` uses

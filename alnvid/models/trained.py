@@ -3,6 +3,7 @@ scaling as at evaluation in training. Used by prediction (the run layer) and by 
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
 from alnvid.data.sampling import segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
-from alnvid.errors import AlnvidError
+from alnvid.errors import AlnvidError, AlnvidWarning, InputFileError
+from alnvid.io import IMAGE_SUFFIXES
 from alnvid.models.module import ALNClassifier
-from alnvid.models.registry import ModelSpec
+from alnvid.models.registry import ModelSpec, list_models
 
 
 @dataclass
@@ -91,13 +93,38 @@ def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tenso
     return frames_input(model, video, indices).unsqueeze(0), indices
 
 
+def require_motion(spec: ModelSpec, video: Preprocessed, path: str | Path, frames: int) -> None:
+    """Refuse what a video model cannot learn motion from (a still image, or a loop of fewer than 2 different
+    frames) with the static models to use instead; warn when the loop is shorter than the clip length T."""
+    if spec.input_kind != "clip":
+        return
+    statics = ", ".join(list_models("static"))
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        raise InputFileError(f"a still image cannot be given to the video model {spec.name}", path=path,
+                             fix=f"give the cine loop, or use a static model ({statics}) for still images.")
+    if video.distinct_frames < 2:
+        raise InputFileError(f"not a video: {video.n_frames} frame(s), {video.distinct_frames} different, but the "
+                             f"video model {spec.name} needs a loop with at least 2 different frames", path=path,
+                             fix=f"export the whole cine loop, or use a static model ({statics}) for single images.")
+    if video.n_frames < frames:
+        warnings.warn(f"{path}: {video.n_frames} frames, fewer than the clip length T = {frames}; frames are "
+                      "repeated to fill the clip", AlnvidWarning, stacklevel=2)
+
+
+def load_input(model: TrainedModel, path: str | Path, *, box: Box | None = None,
+               cache: PreprocessCache | None = None) -> Preprocessed:
+    """The preprocessed file (from the cache) this model is given, refused when the model cannot use it."""
+    cache = cache or PreprocessCache.from_config(model.config.data)
+    video = cache.load(path, box=box)
+    require_motion(model.spec, video, path, model.config.data.frames)
+    return video
+
+
 def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = None,
                  cache: PreprocessCache | None = None) -> FilePrediction:
     """Probability of metastasis for one DICOM or video file (`model` may also be an exported model, see
     alnvid.models.exported.ExportedModel)."""
-    data = model.config.data
-    cache = cache or PreprocessCache.from_config(data)
-    video = cache.load(path, box=box)
+    video = load_input(model, path, box=box, cache=cache)
     x, indices = prepare_input(model, video)
     prob = float(model.class_probabilities(x)[0, 1])
     return FilePrediction(Path(path), prob, indices, video)
