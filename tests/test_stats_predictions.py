@@ -32,19 +32,21 @@ def pair(asah, tmp_path) -> tuple[Path, Path]:
 
 
 def test_paired_comparison_matches_proc(pair):
-    c = compare_csvs(*pair, n_boot=500, seed=0)
+    c = compare_csvs(*pair, n_boot=500, seed=0, scores="score")  # WFNS grade and S100B level: not probabilities
     assert c.paired and c.n_common == 113 and c.note is None
     assert c.delong.statistic == pytest.approx(2.20898359144091, rel=1e-9)
     assert c.delong.p_value == pytest.approx(0.0271757822291882, rel=1e-9)
-    assert c.bootstrap.paired and c.mcnemar is not None
+    assert c.bootstrap.paired and c.mcnemar is None and c.threshold is None  # no 0.5 threshold on their scales
     assert list(c.to_dict()) == COMPARISON_KEYS
+    with_threshold = compare_csvs(*pair, n_boot=100, seed=0, threshold=0.5, scores="score")
+    assert with_threshold.mcnemar is not None and with_threshold.threshold == 0.5
 
 
 def test_unpaired_comparison_is_flagged(asah, tmp_path):
     a = _write(asah.iloc[:60], "wfns", tmp_path / "a.csv")
     other = asah.iloc[60:].assign(rowname=asah.iloc[60:].rowname + 1000)
     b = _write(other, "s100b", tmp_path / "b.csv")
-    c = compare_csvs(a, b, n_boot=200)
+    c = compare_csvs(a, b, n_boot=200, scores="score")
     d = c.to_dict()
     assert list(d) == COMPARISON_KEYS
     assert d["paired"] is False and d["mcnemar"] is None and d["n_common"] == 0
@@ -53,10 +55,10 @@ def test_unpaired_comparison_is_flagged(asah, tmp_path):
 
 def test_cli_compare_text_and_json(pair):
     runner = CliRunner()
-    text = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--n-boot", "200"])
+    text = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--n-boot", "200", "--scores", "score"])
     assert text.exit_code == 0, text.output
     assert "Z = 2.209" in text.output and "p = 0.0272" in text.output
-    js = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--json", "--n-boot", "200"])
+    js = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--json", "--n-boot", "200", "--scores", "score"])
     assert js.exit_code == 0, js.output
     payload = json.loads(js.stdout)
     assert list(payload) == COMPARISON_KEYS
@@ -70,7 +72,7 @@ def test_cli_stats_with_readers(asah, tmp_path):
                   reader_a=(asah.wfns >= 3).astype(int), reader_a_score=asah.wfns, reader_b=y,
                   reader_c=(asah.ndka > 12).astype(int))
     runner = CliRunner()
-    js = runner.invoke(app, ["stats", str(path), "--json", "--n-boot", "200"])
+    js = runner.invoke(app, ["stats", str(path), "--json", "--n-boot", "200", "--scores", "score", "--threshold", "0.5"])
     assert js.exit_code == 0, js.output
     payload = json.loads(js.stdout)
     assert payload["auc_delong"]["ci_low"] == pytest.approx(0.630118211761623, rel=1e-9)
@@ -81,7 +83,8 @@ def test_cli_stats_with_readers(asah, tmp_path):
     assert reader_a["model_vs_reader_delong"]["statistic"] == pytest.approx(-2.20898359144091, rel=1e-9)
     assert payload["readers"][1]["metrics"]["lr_positive"]["value"] is None  # infinite -> null
     assert set(payload["reader_kappa"]) == {"a~b", "a~c", "b~c"} and payload["fleiss_kappa"]["n_raters"] == 3
-    text = runner.invoke(app, ["stats", str(path), "--split", "test", "--n-boot", "200"])
+    text = runner.invoke(app, ["stats", str(path), "--split", "test", "--n-boot", "200", "--scores", "score",
+                               "--threshold", "0.5"])
     assert text.exit_code == 0, text.output
     assert "80 patients" in text.output and "Reader a" in text.output and "Fleiss" in text.output
 

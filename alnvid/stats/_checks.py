@@ -68,7 +68,8 @@ def require_both_classes(labels: np.ndarray, name: str = "labels", min_per_class
     if min(n_pos, n_neg) < min_per_class:
         raise StatsInputError(f"`{name}` has {n_pos} case(s) and {n_neg} control(s); a variance or confidence "
                               f"interval of the AUC needs at least {min_per_class} of each.",
-                              fix="evaluate on a larger set (or report the AUC without a CI).")
+                              fix=f"evaluate on a larger set, with at least {min_per_class} cases and "
+                                  f"{min_per_class} controls.")
 
 
 def check_level(level: float) -> float:

@@ -3,17 +3,24 @@
 CSV columns: ``patient_id``, ``label`` (0/1), ``prob`` (higher = more likely metastatic; the study
 calls a patient positive at ``prob >= 0.5``); optional ``split``; optional ``reader_<name>`` (0/1
 calls of a sonographer) and ``reader_<name>_score`` (that reader's ordinal or continuous score).
+
+``prob`` must be a probability in [0, 1] unless the scores are declared ranks or logits (``scores``): a
+0–100 scale read as probabilities would call every patient positive at 0.5. Ranks, logits and other scores
+get the threshold-free statistics only (AUC, AP, Youden point on their own scale), never a 0.5 threshold,
+unless a threshold on their scale is given.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
-from alnvid.errors import AlnvidError, InputFileError, StatsInputError
+from alnvid.errors import AlnvidError, StatsInputError
+from alnvid.io.table import read_csv_table
 from alnvid.stats.agreement import (
     FleissKappaResult,
     KappaResult,
@@ -51,6 +58,9 @@ from alnvid.stats.roc import (
 )
 
 REQUIRED_COLUMNS = ("patient_id", "label", "prob")
+ScoreKind = Literal["probability", "rank", "logit", "score"]
+"""What a `prob` column holds; "score" is any other scale where higher means more likely metastatic."""
+SCORE_KINDS: tuple[str, ...] = get_args(ScoreKind)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class Predictions:
     prob: np.ndarray
     split: np.ndarray | None
     readers: dict[str, ReaderCalls]
+    scores: ScoreKind = "probability"
+    """What `prob` holds: probabilities in [0, 1], or ranks/logits (no 0.5 threshold applies to those)."""
 
     @property
     def n(self) -> int:
@@ -120,17 +132,15 @@ def _bad_rows(mask: pd.Series, df: pd.DataFrame) -> str:
     return ", ".join(ids[:5]) + (f" … ({len(ids)} in all)" if len(ids) > 5 else "")
 
 
-def load_predictions(path: str | Path) -> Predictions:
-    """Read and validate a predictions CSV; every problem raises an AlnvidError naming the file."""
+def load_predictions(path: str | Path, scores: ScoreKind = "probability") -> Predictions:
+    """Read and validate a predictions CSV; every problem raises an AlnvidError naming the file.
+
+    `scores` says what the `prob` column holds; probabilities outside [0, 1] are refused.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError("predictions file not found.", path=path,
-                             fix="pass the predictions.csv written by `alnvid evaluate` (or check the path).")
-    try:
-        df = pd.read_csv(path, dtype={"patient_id": str, "split": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"not a readable CSV ({type(exc).__name__}: {exc}).", path=path,
-                             fix="export the predictions as comma-separated text with a header row.") from None
+    if scores not in SCORE_KINDS:
+        raise AlnvidError(f"unknown kind of scores {scores!r}", fix=f"use one of: {', '.join(SCORE_KINDS)}.")
+    df = read_csv_table(path, "predictions", dtype={"patient_id": str, "split": str})
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise AlnvidError(f"missing column(s) {missing}; found {list(df.columns)}.", path=path,
@@ -151,6 +161,13 @@ def load_predictions(path: str | Path) -> Predictions:
     if bad.any():
         raise StatsInputError(f"`prob` is missing or not a finite number for patient(s) {_bad_rows(bad, df)}.",
                               path=path, fix="re-export the predictions or drop those patients.")
+    outside = (prob < 0) | (prob > 1)
+    if scores == "probability" and outside.any():
+        raise StatsInputError(f"`prob` must be a probability in [0, 1], but it ranges from {prob.min():g} to "
+                              f"{prob.max():g} (outside for patient(s) {_bad_rows(outside, df)}).", path=path,
+                              fix="rescale the scores to [0, 1] (e.g. divide a 0-100 scale by 100), or pass "
+                                  "--scores rank or --scores logit if they are not probabilities (then no 0.5 "
+                                  "threshold is applied).")
     readers = {}
     reader_cols = [c for c in df.columns if c.startswith("reader_")]
     for col in reader_cols:
@@ -171,7 +188,7 @@ def load_predictions(path: str | Path) -> Predictions:
         readers[name] = ReaderCalls(name=name, decision=_binary_column(df, col, path), score=score)
     split = df["split"].fillna("").to_numpy(str) if "split" in df.columns else None
     return Predictions(path=str(path), patient_id=df["patient_id"].to_numpy(str), label=label,
-                       prob=prob.to_numpy(np.float64), split=split, readers=readers)
+                       prob=prob.to_numpy(np.float64), split=split, readers=readers, scores=scores)
 
 
 def _binary_column(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
@@ -189,30 +206,41 @@ def _check_two_classes(pred: Predictions) -> None:
         only = "positive (label 1)" if pred.n_controls == 0 else "negative (label 0)"
         raise StatsInputError(f"all {pred.n} patients are {only}; AUC and its CIs need both classes.",
                               path=pred.path, fix="evaluate on a set with metastatic and non-metastatic patients.")
+    if min(pred.n_cases, pred.n_controls) < 2:
+        raise StatsInputError(f"{pred.n_cases} case(s) and {pred.n_controls} control(s): the AUC's confidence "
+                              "intervals and tests need at least 2 of each.", path=pred.path,
+                              fix="evaluate on a larger set, with at least 2 metastatic and 2 non-metastatic "
+                                  "patients.")
 
 
 @dataclass(frozen=True)
 class ReaderSummary:
-    """A reader's metrics, AUC (if scored) and agreement with the model's calls at the threshold."""
+    """A reader's metrics, AUC (if scored) and agreement with the model's calls at the threshold (None without a
+    threshold, i.e. for ranks or logits)."""
 
     name: str
     metrics: DiagnosticMetrics
     auc: AucCI | None
     vs_model_delong: AucTest | None
-    vs_model_mcnemar: McNemarResult
+    vs_model_mcnemar: McNemarResult | None
     vs_model_kappa: KappaResult | None
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "metrics": self.metrics.to_dict(),
                 "auc": None if self.auc is None else self.auc.to_dict(),
                 "model_vs_reader_delong": None if self.vs_model_delong is None else self.vs_model_delong.to_dict(),
-                "model_vs_reader_mcnemar": self.vs_model_mcnemar.to_dict(),
+                "model_vs_reader_mcnemar": None if self.vs_model_mcnemar is None else self.vs_model_mcnemar.to_dict(),
                 "model_vs_reader_kappa": None if self.vs_model_kappa is None else self.vs_model_kappa.to_dict()}
 
 
 @dataclass(frozen=True)
 class PredictionSummary:
-    """Everything `alnvid stats` reports for one predictions CSV."""
+    """Everything `alnvid stats` reports for one predictions CSV.
+
+    `metrics` are at `threshold` (None for ranks and logits without a threshold). `youden` is the Youden-optimal
+    point on the scores' own scale, None with `youden_note` saying why when no threshold beats chance (e.g. every
+    patient has the same score).
+    """
 
     path: str
     n: int
@@ -221,17 +249,22 @@ class PredictionSummary:
     auc_delong: AucCI
     auc_bootstrap: BootstrapCI
     average_precision: float
-    metrics: DiagnosticMetrics
-    youden: OperatingPoint
+    metrics: DiagnosticMetrics | None
+    youden: OperatingPoint | None
     readers: list[ReaderSummary]
     reader_kappa: dict[str, KappaResult | None]
     fleiss: FleissKappaResult | None
+    scores: ScoreKind = "probability"
+    threshold: float | None = STUDY_THRESHOLD
+    youden_note: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "n": self.n, "n_cases": self.n_cases, "n_controls": self.n_controls,
+                "scores": self.scores, "threshold": self.threshold,
                 "auc": self.auc_delong.auc, "auc_delong": self.auc_delong.to_dict(),
                 "auc_bootstrap": self.auc_bootstrap.to_dict(), "average_precision": self.average_precision,
-                "metrics": self.metrics.to_dict(), "youden": self.youden.to_dict(),
+                "metrics": None if self.metrics is None else self.metrics.to_dict(),
+                "youden": None if self.youden is None else self.youden.to_dict(), "youden_note": self.youden_note,
                 "readers": [r.to_dict() for r in self.readers],
                 "reader_kappa": {k: None if v is None else v.to_dict() for k, v in self.reader_kappa.items()},
                 "fleiss_kappa": None if self.fleiss is None else self.fleiss.to_dict()}
@@ -245,19 +278,40 @@ def _kappa_or_none(a: np.ndarray, b: np.ndarray) -> KappaResult | None:
         return None
 
 
+def default_threshold(scores: ScoreKind) -> float | None:
+    """The study's 0.5 for probabilities; no threshold for ranks and logits, whose scale it does not fit."""
+    return STUDY_THRESHOLD if scores == "probability" else None
+
+
+def youden_or_note(labels: np.ndarray, scores: np.ndarray) -> tuple[OperatingPoint | None, str | None]:
+    """The Youden-optimal operating point, or None and why when no finite threshold does better than chance."""
+    if np.ptp(scores) == 0:
+        return None, (f"every patient has the same score ({scores[0]:g}), so the scores do not rank patients "
+                      "and no threshold separates them")
+    point = youden_point(labels, scores)
+    if not np.isfinite(point.threshold):
+        return None, "no threshold does better than chance (Youden's J is 0 at best)"
+    return point, None
+
+
 def summarize_predictions(pred: Predictions, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                          threshold: float = STUDY_THRESHOLD, method: CIMethod = "clopper-pearson",
+                          threshold: float | None = None, method: CIMethod = "clopper-pearson",
                           level: float = 0.95) -> PredictionSummary:
-    """AUC (DeLong and bootstrap CIs), AP, metrics at `threshold`, Youden point, readers and their agreement."""
+    """AUC (DeLong and bootstrap CIs), AP, metrics at `threshold`, Youden point, readers and their agreement.
+
+    `threshold` None means the default for the kind of scores (see `default_threshold`).
+    """
     _check_two_classes(pred)
-    model_calls = (pred.prob >= threshold).astype(np.int64)
+    threshold = default_threshold(pred.scores) if threshold is None else threshold
+    model_calls = None if threshold is None else (pred.prob >= threshold).astype(np.int64)
     readers = []
     for r in pred.readers.values():
         readers.append(ReaderSummary(
             name=r.name, metrics=decision_metrics(pred.label, r.decision, method, level),
             auc=None if r.score is None else delong_ci(pred.label, r.score, level),
             vs_model_delong=None if r.score is None else delong_test(pred.label, pred.prob, r.score, level),
-            vs_model_mcnemar=mcnemar(model_calls, r.decision), vs_model_kappa=_kappa_or_none(model_calls, r.decision)))
+            vs_model_mcnemar=None if model_calls is None else mcnemar(model_calls, r.decision),
+            vs_model_kappa=None if model_calls is None else _kappa_or_none(model_calls, r.decision)))
     pairs = {f"{a}~{b}": _kappa_or_none(pred.readers[a].decision, pred.readers[b].decision)
              for a, b in combinations(pred.readers, 2)}
     fleiss = None
@@ -266,13 +320,15 @@ def summarize_predictions(pred: Predictions, n_boot: int = DEFAULT_N_BOOT, seed:
             fleiss = fleiss_kappa(np.stack([r.decision for r in pred.readers.values()], axis=1))
         except StatsInputError:
             fleiss = None
+    youden, youden_note = youden_or_note(pred.label, pred.prob)
     return PredictionSummary(
         path=pred.path, n=pred.n, n_cases=pred.n_cases, n_controls=pred.n_controls,
         auc_delong=delong_ci(pred.label, pred.prob, level),
         auc_bootstrap=bootstrap_auc_ci(pred.label, pred.prob, n_boot, seed, level),
         average_precision=average_precision(pred.label, pred.prob),
-        metrics=diagnostic_metrics(pred.label, pred.prob, threshold, method, level),
-        youden=youden_point(pred.label, pred.prob), readers=readers, reader_kappa=pairs, fleiss=fleiss)
+        metrics=None if threshold is None else diagnostic_metrics(pred.label, pred.prob, threshold, method, level),
+        youden=youden, readers=readers, reader_kappa=pairs, fleiss=fleiss, scores=pred.scores,
+        threshold=threshold, youden_note=youden_note)
 
 
 @dataclass(frozen=True)
@@ -280,7 +336,8 @@ class Comparison:
     """Comparison of the AUCs of two prediction sets (A minus B).
 
     ``paired`` is True when both files hold exactly the same patients (with the same labels): then
-    DeLong's paired test, a paired bootstrap and McNemar's test on the calls at the threshold.
+    DeLong's paired test, a paired bootstrap and McNemar's test on the calls at the threshold (none when
+    ``threshold`` is None, i.e. for ranks or logits).
     Otherwise the test sets are treated as independent (unpaired DeLong and bootstrap, no McNemar),
     and ``note`` says so. ``to_dict()`` always has the same keys (None where not applicable).
     """
@@ -289,7 +346,7 @@ class Comparison:
     b: Predictions
     paired: bool
     n_common: int
-    threshold: float
+    threshold: float | None
     delong: AucTest
     bootstrap: BootstrapTest
     mcnemar: McNemarResult | None
@@ -306,10 +363,15 @@ class Comparison:
 
 
 def compare_predictions(a: Predictions, b: Predictions, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                        threshold: float = STUDY_THRESHOLD, level: float = 0.95) -> Comparison:
-    """Compare model A with model B, pairing patients by ``patient_id``."""
+                        threshold: float | None = None, level: float = 0.95) -> Comparison:
+    """Compare model A with model B, pairing patients by ``patient_id``.
+
+    `threshold` None means 0.5 when both hold probabilities, else no threshold (no McNemar test).
+    """
     _check_two_classes(a)
     _check_two_classes(b)
+    if threshold is None and a.scores == b.scores:
+        threshold = default_threshold(a.scores)
     common = np.intersect1d(a.patient_id, b.patient_id)
     if common.size == a.n == b.n:
         b = b.subset(_positions(b.patient_id, a.patient_id))
@@ -321,8 +383,8 @@ def compare_predictions(a: Predictions, b: Predictions, n_boot: int = DEFAULT_N_
         return Comparison(a=a, b=b, paired=True, n_common=int(common.size), threshold=threshold,
                           delong=delong_test(a.label, a.prob, b.prob, level),
                           bootstrap=bootstrap_test(a.label, a.prob, b.prob, n_boot, seed, level),
-                          mcnemar=mcnemar((a.prob >= threshold).astype(int), (b.prob >= threshold).astype(int)),
-                          note=None)
+                          mcnemar=None if threshold is None else
+                          mcnemar((a.prob >= threshold).astype(int), (b.prob >= threshold).astype(int)), note=None)
     note = ("different patients: unpaired tests (independent test sets)" if common.size == 0 else
             f"the files share {common.size} of {a.n} / {b.n} patients, so they are neither paired nor "
             "independent; the unpaired tests shown are approximate — compare on a common patient set instead")
@@ -339,6 +401,7 @@ def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def compare_csvs(path_a: str | Path, path_b: str | Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                 threshold: float = STUDY_THRESHOLD) -> Comparison:
-    """Load two predictions CSVs and compare them (see `compare_predictions`)."""
-    return compare_predictions(load_predictions(path_a), load_predictions(path_b), n_boot, seed, threshold)
+                 threshold: float | None = None, scores: ScoreKind = "probability") -> Comparison:
+    """Load two predictions CSVs holding `scores` and compare them (see `compare_predictions`)."""
+    return compare_predictions(load_predictions(path_a, scores), load_predictions(path_b, scores), n_boot, seed,
+                               threshold)
