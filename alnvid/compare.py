@@ -15,6 +15,7 @@ import pandas as pd
 
 from alnvid.data.manifest import reader_names, split_order
 from alnvid.errors import AlnvidError, StatsInputError
+from alnvid.io.table import read_csv_table
 from alnvid.runs import RunRecord
 from alnvid.stats import (
     STUDY_THRESHOLD,
@@ -193,7 +194,7 @@ def join_readers(model: Predictions, readers: pd.DataFrame, split: str) -> Predi
         score_column = f"reader_{name}_score"
         score = _reader_column(table, score_column, split) if score_column in table.columns else None
         calls[name] = ReaderCalls(name, decision.astype(int), score)
-    return Predictions(model.path, model.patient_id, model.label, model.prob, model.split, calls)
+    return Predictions(model.path, model.patient_id, model.label, model.prob, model.split, calls, model.scores)
 
 
 def _reader_column(table: pd.DataFrame, column: str, split: str, allowed: set[float] | None = None) -> np.ndarray:
@@ -217,9 +218,7 @@ def compare_with_readers(run: RunRecord, readers: pd.DataFrame, split: str, *, n
 def readers_table(manifest: str | Path) -> pd.DataFrame:
     """patient_id and reader columns of a manifest (or any CSV with those columns)."""
     path = Path(manifest)
-    if not path.is_file():
-        raise AlnvidError("readers file not found", path=path, fix="give the manifest or a CSV of reader calls.")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_csv_table(path, "readers", dtype=str, keep_default_na=False)
     if "patient_id" not in table.columns:
         raise AlnvidError("no patient_id column", path=path, fix="the readers CSV needs patient_id.")
     return table[["patient_id", *[c for c in table.columns if c.startswith("reader_")]]]

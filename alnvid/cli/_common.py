@@ -4,12 +4,14 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,27 +20,41 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from alnvid.errors import AlnvidError
+from alnvid.errors import AlnvidError, AlnvidWarning
 
 console = Console()
 errors = Console(stderr=True)
 
 
 def user_errors(command: Callable) -> Callable:
-    """Show an AlnvidError as one red message (file, problem, what to do) and exit with status 2."""
+    """Show an AlnvidError as one red message (file, problem, what to do) and exit with status 2; Ctrl-C exits
+    with 130 and says how to resume; our warnings are shown as one yellow line each."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning(warnings.showwarning)
+                return command(*args, **kwargs)
         except AlnvidError as error:
             errors.print(f"[bold red]Error:[/] {error.message}", highlight=False, markup=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            errors.print("[yellow]Interrupted.[/] Finished work is saved; rerun the same command to resume.")
+            errors.print("[yellow]Interrupted.[/] Finished work is saved: rerun the same command to resume "
+                         "(`alnvid fit` needs --resume).", highlight=False)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _show_warning(default: Callable) -> Callable:
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, AlnvidWarning):
+            errors.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False, markup=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 @contextmanager

@@ -20,13 +20,17 @@ def check(
     manifest: Path = typer.Argument(..., help="Cohort manifest CSV."),
     json_output: bool = typer.Option(False, "--json", help="Print counts and problems as JSON."),
     files: bool = typer.Option(True, "--files/--no-files", help="Check that every file exists and is readable."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Also check that the train/val rows allow this many "
+                                        "cross-validation folds (as `alnvid cv --folds`)."),
+    allow_modality: Optional[list[str]] = typer.Option(None, "--allow-modality", help="Accept DICOMs of this "
+                                                        "modality (e.g. CT); default ultrasound (US) only."),
 ) -> None:
     """Count videos and patients per split, site and label, each reader's sensitivity and specificity (95% exact
     CIs, per patient), and list every problem. Exits 1 on problems."""
     from alnvid.compare import reader_accuracy
     from alnvid.data.manifest import check_manifest
 
-    result = check_manifest(manifest, check_files=files)
+    result = check_manifest(manifest, check_files=files, folds=folds, allow_modalities=allow_modality or [])
     counts = result.counts()
     splits = split_counts(counts)
     readers = reader_accuracy(result.table) if result.table is not None else []

@@ -12,12 +12,14 @@ from alnvid.cli._common import console, print_json, user_errors
 from alnvid.cli.stats import (
     JSON_OPTION,
     N_BOOT_OPTION,
+    SCORES_OPTION,
     SEED_OPTION,
     THRESHOLD_OPTION,
     _p,
     print_comparison,
 )
 from alnvid.errors import AlnvidError
+from alnvid.stats.roc import STUDY_THRESHOLD
 
 GROUPS = ("video", "static")
 
@@ -34,17 +36,29 @@ def compare(
     json: bool = JSON_OPTION,
     n_boot: int = N_BOOT_OPTION,
     seed: int = SEED_OPTION,
-    threshold: float = THRESHOLD_OPTION,
+    threshold: Optional[float] = THRESHOLD_OPTION,
+    scores: str = SCORES_OPTION,
 ) -> None:
     """Compare AUCs by DeLong's test (paired on the same patients, otherwise unpaired and said so), with the
     paired bootstrap test, McNemar's tests and Holm's correction when several pairs are compared. Runs are
     compared on each test split and on all test splits pooled; 'p A > B' is DeLong's one-sided p."""
-    if len(targets) == 2 and all(t.lower().endswith(".csv") for t in targets):
+    csvs = [t for t in targets if t.lower().endswith(".csv")]
+    if len(targets) == 2 and len(csvs) == 2:
         from alnvid.stats import compare_csvs
 
-        comparison = compare_csvs(targets[0], targets[1], n_boot=n_boot, seed=seed, threshold=threshold)
+        comparison = compare_csvs(targets[0], targets[1], n_boot=n_boot, seed=seed, threshold=threshold,
+                                  scores=scores)
         print_json(comparison.to_dict()) if json else print_comparison(comparison)
         return
+    if csvs:
+        raise AlnvidError(f"compare takes exactly two predictions CSVs, or run folders (got {len(csvs)} CSV "
+                          f"file(s) among {len(targets)} argument(s))",
+                          fix="compare CSVs two at a time (`alnvid compare a.csv b.csv`), or give run folders "
+                              "(`alnvid compare RUN_A RUN_B RUN_C`, Holm-corrected) or selectors with --runs.")
+    if scores != "probability":
+        raise AlnvidError("--scores applies to predictions CSVs only: run folders hold probabilities",
+                          fix="leave --scores out when comparing runs.")
+    threshold = STUDY_THRESHOLD if threshold is None else threshold
     if targets == ["model", "readers"]:
         _compare_readers(runs, readers, split, json, n_boot, seed)
         return
@@ -120,4 +134,4 @@ def _compare_readers(runs, readers, split, json, n_boot, seed) -> None:
         print_json({"model": run.name, "split": split, **summary.to_dict()})
         return
     console.print(f"[bold]{run.name}[/] ({run.model}) against the sonographers on {split}")
-    _print_summary(summary, 0.5)
+    _print_summary(summary)

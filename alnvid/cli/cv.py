@@ -41,6 +41,7 @@ def cv(
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
+    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
     fast: bool = TRAINING_OPTIONS["fast"],
     compare_to: Optional[str] = TRAINING_OPTIONS["compare_to"],

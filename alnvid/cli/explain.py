@@ -28,6 +28,8 @@ def explain(
     mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Write an MP4 of the sweep with the heatmap."),
     name: Optional[str] = typer.Option(None, "--name", help="Base name of the output files (one input only). "
                                        "Default explain_<sha8 of the file>: file names may carry identity."),
+    allow_modality: Optional[list[str]] = typer.Option(None, "--allow-modality", help="Also read DICOMs of this "
+                                                        "modality (e.g. CT); default ultrasound (US) only."),
     json_output: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Show where the model looked: Grad-CAM heatmaps over the sweep, the keyframe that drove the prediction and
@@ -45,8 +47,9 @@ def explain(
     if split and not manifest:
         raise AlnvidError("--split only applies with --manifest", fix="drop --split or pass --manifest.")
     jobs: list[tuple[str, Path, Box | None]] = [("", path, None) for path in inputs]
+    allowed = list(allow_modality or [])
     if manifest:
-        cohort = load_manifest(manifest)
+        cohort = load_manifest(manifest, allow_modalities=allowed)
         table = cohort.rows(split) if split else cohort.table
         if table.empty:
             raise AlnvidError(f"no rows in split {split!r}", path=manifest,
@@ -56,6 +59,7 @@ def explain(
                 for pid, path, box in zip(table["patient_id"], table["path"], boxes)]
 
     model = load_trained(checkpoint)
+    model.config.data.allow_modalities = allowed
     results = []
     with progress_bar("Explaining", enabled=not json_output and len(jobs) > 1) as update:
         for done, (patient, path, box) in enumerate(jobs):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -11,17 +12,20 @@ from alnvid.cli._common import console, print_json, user_errors
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT
 from alnvid.stats.metrics import DiagnosticMetrics
 from alnvid.stats.predictions import (
+    SCORE_KINDS,
     Comparison,
     PredictionSummary,
     load_predictions,
     summarize_predictions,
 )
-from alnvid.stats.roc import STUDY_THRESHOLD
 
 JSON_OPTION = typer.Option(False, "--json", help="Print only JSON (stable keys; NaN and infinity as null).")
 N_BOOT_OPTION = typer.Option(DEFAULT_N_BOOT, "--n-boot", help="Stratified bootstrap resamples (pROC default 2000).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed of the bootstrap resampling.")
-THRESHOLD_OPTION = typer.Option(STUDY_THRESHOLD, "--threshold", help="Call a patient positive when prob >= this.")
+THRESHOLD_OPTION = typer.Option(None, "--threshold", help="Call a patient positive when prob >= this. Default 0.5 "
+                                "for probabilities; none for other scores (threshold-free statistics only).")
+SCORES_OPTION = typer.Option("probability", "--scores", help=f"What the prob column holds: {', '.join(SCORE_KINDS)}. "
+                             "Probabilities must lie in [0, 1]; the others get no 0.5 threshold.")
 
 
 def _p(p: float) -> str:
@@ -44,8 +48,9 @@ def _metrics_table(title: str, metrics: DiagnosticMetrics) -> Table:
     return table
 
 
-def _print_summary(s: PredictionSummary, threshold: float) -> None:
-    console.print(f"[bold]{s.path}[/]: {s.n} patients ({s.n_cases} positive, {s.n_controls} negative)")
+def _print_summary(s: PredictionSummary) -> None:
+    kind = "" if s.scores == "probability" else f", scores are {s.scores}s"
+    console.print(f"[bold]{s.path}[/]: {s.n} patients ({s.n_cases} positive, {s.n_controls} negative{kind})")
     auc = Table(title="Model AUC", title_justify="left")
     for column in ("statistic", "value", "95% CI", "method"):
         auc.add_column(column)
@@ -54,17 +59,29 @@ def _print_summary(s: PredictionSummary, threshold: float) -> None:
                 f"bootstrap, {s.auc_bootstrap.n_boot} stratified resamples, seed {s.auc_bootstrap.seed}")
     auc.add_row("average precision", f"{s.average_precision:.4f}", "–", "step-wise")
     console.print(auc)
-    console.print(_metrics_table(f"Model at prob >= {threshold:g}", s.metrics))
+    if s.metrics is not None:
+        column = "prob" if s.scores == "probability" else s.scores
+        console.print(_metrics_table(f"Model at {column} >= {s.threshold:g}", s.metrics))
+    else:
+        console.print(f"[dim]No threshold metrics: the scores are {s.scores}s, not probabilities "
+                      "(give --threshold on their scale to call patients).[/]")
     y = s.youden
-    console.print(f"Youden-optimal threshold {y.threshold:.4g}: "
-                  f"sensitivity {y.sensitivity:.3f} ({y.tp}/{y.tp + y.fn}), "
-                  f"specificity {y.specificity:.3f} ({y.tn}/{y.tn + y.fp}) [dim](chosen on these data: optimistic)[/]")
+    scale = "probability" if s.scores == "probability" else f"{s.scores} scale"
+    if y is None:
+        console.print(f"Youden-optimal threshold: none ({s.youden_note}).", highlight=False)
+    else:
+        console.print(f"Youden-optimal threshold {y.threshold:.4g} (on the {scale}): "
+                      f"sensitivity {y.sensitivity:.3f} ({y.tp}/{y.tp + y.fn}), "
+                      f"specificity {y.specificity:.3f} ({y.tn}/{y.tn + y.fp}) "
+                      "[dim](chosen on these data: optimistic)[/]")
     for r in s.readers:
         console.print(_metrics_table(f"Reader {r.name}", r.metrics))
         if r.auc is not None:
             console.print(f"  reader AUC {r.auc.auc:.4f} (DeLong 95% CI {_ci(r.auc.ci_low, r.auc.ci_high, 4)}); "
                           f"model − reader: Z = {r.vs_model_delong.statistic:.3f}, {_p(r.vs_model_delong.p_value)}")
         mc = r.vs_model_mcnemar
+        if mc is None:
+            continue
         kappa = "undefined" if r.vs_model_kappa is None else (
             f"{r.vs_model_kappa.kappa:.3f} (95% CI {_ci(r.vs_model_kappa.ci_low, r.vs_model_kappa.ci_high)})")
         console.print(f"  model vs reader calls: McNemar exact {_p(mc.p_value_exact)} "
@@ -83,13 +100,14 @@ def stats(
     split: str = typer.Option(None, "--split", help="Only the patients of this split (needs a split column)."),
     n_boot: int = N_BOOT_OPTION,
     seed: int = SEED_OPTION,
-    threshold: float = THRESHOLD_OPTION,
+    threshold: Optional[float] = THRESHOLD_OPTION,
+    scores: str = SCORES_OPTION,
     readers: Path = typer.Option(None, "--readers", help="Manifest (or CSV with patient_id and reader_<name>"
                                  "[_score] columns) whose readers' calls join the predictions, e.g. a run's "
                                  "predictions_test_a.csv with the cohort's reader_expert."),
 ) -> None:
     """AUC with DeLong and bootstrap 95% CIs, metrics at the threshold with exact CIs, readers and kappa."""
-    pred = load_predictions(pred_csv)
+    pred = load_predictions(pred_csv, scores)
     if split is not None:
         pred = pred.select_split(split)
     if readers is not None:
@@ -100,7 +118,7 @@ def stats(
     if json:
         print_json(summary.to_dict())
     else:
-        _print_summary(summary, threshold)
+        _print_summary(summary)
 
 
 def print_comparison(c: Comparison) -> None:
@@ -120,6 +138,8 @@ def print_comparison(c: Comparison) -> None:
     console.print(f"Bootstrap test ({b.n_boot} {'paired' if b.paired else 'independent'} stratified resamples, "
                   f"seed {b.seed}): D = {b.statistic:.3f}, {_p(b.p_value)}, "
                   f"95% CI of A − B {_ci(b.ci_low, b.ci_high, 4)}")
+    if c.mcnemar is None and c.paired:
+        console.print(f"[dim]No McNemar test: no threshold calls patients on these {c.a.scores} scores.[/]")
     if c.mcnemar is not None:
         m = c.mcnemar
         console.print(f"McNemar on calls at prob >= {c.threshold:g}: {m.b} positive by A only, {m.c} by B only; "

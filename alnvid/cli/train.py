@@ -41,6 +41,8 @@ TRAINING_OPTIONS = {
     "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better validation AUC."),
     "still_frames": typer.Option(None, "--still-frames", help="Static models without still images: middle frame, "
                                  "or all (T frames, averaged per video at evaluation)."),
+    "allow_modality": typer.Option(None, "--allow-modality", help="Also read DICOMs of this modality (e.g. CT); "
+                                   "repeat for several. Default: ultrasound (US) only, anything else is refused."),
     "config": typer.Option(None, "--config", help="YAML file with any of these settings (sections data, model, "
                            "optim, trainer); command-line options win."),
     "fast": typer.Option(False, "--fast", help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 epochs."),
@@ -58,10 +60,12 @@ def training_overrides(**options) -> dict:
              "accelerator": "trainer.accelerator", "devices": "trainer.devices", "strategy": "trainer.strategy",
              "workers": "data.num_workers",
              "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
-             "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out"}
+             "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
+             "allow_modality": "data.allow_modalities"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
+    overrides["data.allow_modalities"] = list(options.get("allow_modality") or []) or None  # none given: keep
     if options.get("seed") is not None:
         overrides.update({"data.seed": options["seed"], "trainer.seed": options["seed"]})
     return overrides
@@ -90,6 +94,7 @@ def fit(
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
+    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
     fast: bool = TRAINING_OPTIONS["fast"],
     compare_to: Optional[str] = TRAINING_OPTIONS["compare_to"],
@@ -144,6 +149,7 @@ def predict(
     model_file: Optional[Path] = typer.Option(None, "--model-file", help="Instead of --checkpoint: a model file "
                                               "written by `alnvid export` (ONNX or TorchScript, no Lightning)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
+    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
 ) -> None:
     """Probability of ALN metastasis for new files, preprocessed exactly as in evaluation."""
@@ -160,6 +166,7 @@ def predict(
         raise AlnvidError("give the model as either --checkpoint or --model-file (exactly one)",
                           fix="--checkpoint RUN/checkpoints/best.ckpt, or --model-file model.onnx from `alnvid export`.")
     model = load_exported(model_file) if model_file else load_trained(checkpoint)
+    model.config.data.allow_modalities = list(allow_modality or [])
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
         table = load_file_list(inputs[0])
     else:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from alnvid.data.folds import holdout
 from alnvid.errors import AlnvidError
+from alnvid.io.table import read_csv_table
 from alnvid.utils import atomic_write_csv
 
 POCUS_COLUMNS = {"patient_id": "patient_id", "path": "file", "label": "label", "site": "source_id"}
@@ -34,9 +35,7 @@ def import_manifest(
     become `test_a` (grouped by patient, stratified by label); the rest is `train`.
     """
     source = Path(source)
-    if not source.is_file():
-        raise AlnvidError("source table not found", path=source, fix="check the path.")
-    table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    table = read_csv_table(source, "source table", dtype=str, keep_default_na=False)
     absent = [theirs for theirs in columns.values() if theirs not in table.columns]
     if absent:
         raise AlnvidError(
