@@ -108,9 +108,9 @@ def fit(
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
+    loggers = build_loggers(config.trainer.loggers, out / "logs")
     datamodule = build_datamodule(config, manifest, progress)  # forms the folds or hold-out, or says why not
     check_inputs(datamodule, config)  # every file decoded and usable before anything is written
-    loggers = build_loggers(config.trainer.loggers, out / "logs")
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = build_module(config)
