@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alnvid"
 BACKTICKED = re.compile(r"`([^`]+)`")
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 COMMAND = re.compile(r"\balnvid((?: [a-z][a-z0-9-]*)+)")
-ADJECTIVE = {"manifest", "checkpoint", "source"}
-"""Words after "alnvid" in prose where it describes a noun ("an alnvid manifest"), not a command."""
+PROSE = {"manifest", "checkpoint", "source", "to"}
+"""Words after "alnvid" in prose ("an alnvid manifest", "upgrade alnvid to 0.3"), not a command."""
 ARGV_ITEM = re.compile(r"--[a-z][a-z0-9-]*(=.*)?")
 """A string that is one command-line item: an option declaration, or an argument list for another tool (git)."""
 
@@ -78,7 +78,7 @@ def _problems() -> list[str]:
         for match in COMMAND.finditer(text):
             words = match.group(1).split()
             command, _ = _resolve(root, words)
-            if command is None and words[0] not in ADJECTIVE:
+            if command is None and words[0] not in PROSE:
                 problems.append(f"{where}: `alnvid{match.group(1)}` names no command: {text!r}")
         quoted = BACKTICKED.findall(text)
         for snippet in quoted:
