@@ -8,13 +8,12 @@ import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest
 from alnvid.errors import AlnvidError, StatsInputError
-from alnvid.models.module import gather_rows
+from alnvid.models.module import gather_rows, patient_scores
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
 from alnvid.stats.delong import delong_ci, delong_test
 from alnvid.stats.predictions import load_predictions, patient_level
@@ -93,14 +92,14 @@ class FoldBookkeeping(L.Callback):
 
 
 class BootstrapAUC(L.Callback):
-    """Logs 95% CIs of each evaluation epoch's AUC: DeLong and a stratified bootstrap (pROC's methods).
+    """Logs 95% CIs of each evaluation epoch's per-patient AUC: DeLong and a stratified bootstrap (pROC's methods).
 
-    Reads the module's predictions of the epoch (`gathered_outputs(stage)`, from every process under DDP,
-    else `epoch_outputs[stage]`), a list of (patient_id, label, prob, ...) tuples, and logs
-    ``{stage}_auc_delong_low/high`` and ``{stage}_auc_boot_low/high`` for "val" after validation and for
-    every other stage (the test splits) after testing. ``{stage}_auc`` itself is logged only with
-    ``log_auc=True``, since ALNClassifier already logs it. A stage whose predictions hold a single class has
-    no AUC: it is skipped with a warning.
+    Reads the module's per-video predictions of the epoch (`gathered_outputs(stage)`, from every process under
+    DDP, else `epoch_outputs[stage]`), a list of (patient_id, label, prob, ...) tuples, averages each patient's
+    videos (`patient_scores`: patients, not videos, are resampled), and logs ``{stage}_auc_delong_low/high`` and
+    ``{stage}_auc_boot_low/high`` for "val" after validation and for every other stage (the test splits) after
+    testing. ``{stage}_auc`` itself is logged only with ``log_auc=True``, since ALNClassifier already logs it. A
+    stage whose predictions hold a single class has no AUC: it is skipped with a warning.
     """
 
     def __init__(self, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95, log_auc: bool = False):
@@ -121,8 +120,7 @@ class BootstrapAUC(L.Callback):
     def _log_stage(self, pl_module: L.LightningModule, stage: str) -> None:
         gathered = getattr(pl_module, "gathered_outputs", None)
         outputs = gathered(stage) if gathered else getattr(pl_module, "epoch_outputs", {}).get(stage, [])
-        labels = np.array([int(o[1]) for o in outputs])
-        probs = np.array([float(o[2]) for o in outputs])
+        labels, probs = patient_scores(outputs)
         try:
             delong = delong_ci(labels, probs, self.level)
             boot = bootstrap_auc_ci(labels, probs, self.n_boot, self.seed, self.level)

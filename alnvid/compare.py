@@ -32,7 +32,7 @@ from alnvid.stats import (
 )
 from alnvid.stats.predictions import ReaderCalls
 
-EVALUATED_SPLITS = ("val", "oof")
+EVALUATED_SPLITS = ("val", "oof", "oof_selected")
 """Prediction sets that are not test splits: never compared across models."""
 POOLED = "pooled test"
 """The comparison on every test split's patients together (more power than each split alone)."""

@@ -37,6 +37,9 @@ class DataConfig:
     """DICOM modalities read besides ultrasound (US), e.g. ["CT"]; anything else is refused as not an ultrasound."""
     still_frames: str = "middle"
     """Static models without a still image: 'middle' frame of the loop, or 'all' (T frames, averaged per video at evaluation)."""
+    eval_clips: int = 1
+    """Video models at evaluation (validation, test, predict, explain): a video's probability is the mean over this
+    many TSN clips, each taking the same relative offset in every segment of the loop (1 = segment centres)."""
     fold: int | None = None
     num_folds: int = 5
     val_fraction: float = 0.2
@@ -48,6 +51,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.still_frames", self.still_frames, ("middle", "all"))
+        if not isinstance(self.eval_clips, int) or self.eval_clips < 1:
+            raise AlnvidError(f"data.eval_clips is {self.eval_clips!r}", fix="use a whole number of clips, 1 or more.")
 
 
 @dataclass
@@ -93,7 +98,11 @@ class TrainerConfig:
     command; spawn-based ones (ddp_spawn, ddp_fork, ddp_notebook) are refused."""
     seed: int = 0
     patience: int | None = None
-    """Stop early after this many epochs without a better validation AUC (None = train all epochs)."""
+    """Stop early after this many epochs without a better per-patient validation AUC (None = train all epochs)."""
+    selection: str = "best"
+    """Which epoch's model is kept (checkpoints/best.ckpt) and predicts: 'best' per-patient validation AUC (the
+    study; validation and out-of-fold AUCs are then optimistic), or 'last' (a fixed epoch count chosen beforehand;
+    validation and out-of-fold AUCs are unbiased)."""
     limit_train_batches: float = 1.0
     progress: bool = True
     loggers: list[str] = field(default_factory=list)
@@ -104,6 +113,10 @@ class TrainerConfig:
             self.loggers = [name.strip() for name in self.loggers.split(",") if name.strip()]
         for name in self.loggers:
             _choice("trainer.loggers", name, LOGGERS)
+        _choice("trainer.selection", self.selection, ("best", "last"))
+        if self.selection == "last" and self.patience:
+            raise AlnvidError("trainer.patience (early stopping) selects on the validation set, trainer.selection "
+                              "'last' must not", fix="drop --patience, or use --selection best.")
 
 
 @dataclass
@@ -152,6 +165,26 @@ class RunConfig:
         if not isinstance(values, dict):
             raise AlnvidError("expected a mapping of sections (data, model, optim, trainer)", path=path)
         return cls.from_dict(values, source=str(path))
+
+
+NEUTRAL_SETTINGS = {"data.cache_dir", "data.num_workers", "data.pin_memory", "model.channels_last",
+                    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.progress",
+                    "trainer.loggers", "explain.export", "explain.top_n",
+                    "explain.gif", "out"}
+"""Settings that leave a run's predictions as they are (where files go, speed, hardware); every other setting
+changes results."""
+
+
+def changed_result_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """The settings (dotted names) that differ between two runs and change results (all but NEUTRAL_SETTINGS)."""
+    def flat(values: dict, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in values.items():
+            out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+        return out
+
+    a, b = flat(saved.to_dict()), flat(wanted.to_dict())
+    return sorted(k for k in a.keys() | b.keys() if k not in NEUTRAL_SETTINGS and a.get(k) != b.get(k))
 
 
 def fast(config: RunConfig) -> RunConfig:

@@ -2,8 +2,9 @@
 (by validation AUC) evaluated on every test split, plus the fold ensemble (mean probability of the k models).
 
 Layout of `out`: fold_<k>/ is a complete `alnvid fit` run folder per fold; oof_predictions.csv holds the
-out-of-fold validation predictions; predictions_<split>.csv the best fold's test predictions;
-ensemble/predictions_<split>.csv the ensemble's; cv_summary.json ties them together. A fold whose
+out-of-fold validation predictions (split 'oof_selected' when each fold kept its best validation epoch, which
+makes them optimistic; 'oof' with `trainer.selection='last'`, an unbiased estimate); predictions_<split>.csv
+the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's; cv_summary.json ties them together. A fold whose
 summary.json exists is finished and never retrained, so an interrupted `cv` resumes where it stopped, and
 folds can run as separate jobs (`fold=K`) and be assembled later (`collect_cv`).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from alnvid.callbacks import DeLongComparison, FoldBookkeeping
-from alnvid.config import RunConfig
+from alnvid.config import RunConfig, changed_result_settings
 from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
@@ -36,25 +37,17 @@ class CVResult:
     ensemble_auc: dict[str, float]
     comparisons: dict[str, dict] = field(default_factory=dict)
     """The best fold's paired DeLong comparisons with `compare_to`, by test split (comparison_<split>.json)."""
+    oof_auc: float = float("nan")
+    selection: str = "best"
+    """'best' (each fold's best validation epoch: the out-of-fold AUC is optimistic) or 'last' (unbiased)."""
 
 
-RESULT_SETTINGS = {
-    "data": ("manifest", "frames", "resize", "crop_size", "input_size", "augment", "elastic", "mask_overlays",
-             "still_frames", "fold", "num_folds", "seed"),
-    "model": ("name", "num_classes", "weights"),
-    "optim": ("lr", "weight_decay", "schedule"),
-    "trainer": ("epochs", "batch_size", "precision", "seed"),
-}
-"""Settings that change a fold's result: a finished fold trained with other values is not reused."""
-
-
-def _check_finished_fold(folder: Path, expected: RunConfig) -> None:
-    """Refuse to reuse a finished fold whose settings differ from this run's (it would mix two protocols)."""
-    saved = RunConfig.load(folder / "config.yaml")
-    differ = [f"{section}.{name}" for section, names in RESULT_SETTINGS.items() for name in names
-              if getattr(getattr(saved, section), name) != getattr(getattr(expected, section), name)]
+def check_fold_settings(folder: Path, expected: RunConfig) -> None:
+    """Refuse to reuse or resume a fold trained with other result-changing settings (it would mix two protocols):
+    every setting but where files go, speed and hardware (config.NEUTRAL_SETTINGS) must match."""
+    differ = changed_result_settings(RunConfig.load(folder / "config.yaml"), expected)
     if differ:
-        raise AlnvidError(f"this finished fold was trained with other settings ({', '.join(differ)})", path=folder,
+        raise AlnvidError(f"this fold was trained with other settings ({', '.join(differ)})", path=folder,
                           fix="use a new --out for the new settings, or delete the fold folders to retrain them.")
 
 
@@ -80,8 +73,9 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
         fold_config = copy.deepcopy(config)
         fold_config.data.fold, fold_config.data.num_folds, fold_config.out = fold, folds, str(folder)
         fold_config.explain.export = False  # only the selected fold is explained, once all folds are in
+        if (folder / "config.yaml").is_file():  # finished, or interrupted and about to resume
+            check_fold_settings(folder, fold_config)
         if (folder / "summary.json").is_file():
-            _check_finished_fold(folder, fold_config)
             continue
         if on_fold_start:
             on_fold_start(fold, folds)
@@ -116,6 +110,18 @@ def explain_best_fold(result: CVResult, config: RunConfig) -> None:
             exporter.export(model.module, manifest.rows(split), split)
 
 
+OOF_NOTES = {
+    "best": "optimistic: each fold's model is the epoch of best AUC on the very validation patients it then scores "
+            "(rerun with --selection last for an unbiased estimate)",
+    "last": "unbiased: each fold's model is its last epoch, a count fixed before training",
+}
+
+
+def oof_split_name(selection: str) -> str:
+    """The out-of-fold predictions' split name: 'oof_selected' where folds selected their epoch on those patients."""
+    return "oof_selected" if selection == "best" else "oof"
+
+
 def collect_cv(out: str | Path) -> CVResult:
     """Assemble finished folds: out-of-fold predictions, best fold, fold ensemble, cv_summary.json."""
     out = Path(out)
@@ -137,12 +143,18 @@ def collect_cv(out: str | Path) -> CVResult:
         raise AlnvidError(f"fold(s) {', '.join(map(str, missing))} of {num_folds} not finished", path=out,
                           fix="run `alnvid cv --fold K` for each (or `alnvid cv` without --fold to run them all).")
 
+    selections = {s.get("selection", "best") for s in summaries.values()}
+    if len(selections) > 1:
+        raise AlnvidError(f"the folds here used different model selections ({', '.join(sorted(selections))})",
+                          path=out, fix="retrain the odd folds with the same --selection.")
+    selection = selections.pop()
+    oof_split = oof_split_name(selection)
     oof = pd.concat([read_predictions(fold_folder(out, k) / "predictions_val.csv").assign(fold=k) for k in summaries])
     fold_auc = {k: float(s["val_auc"]) for k, s in summaries.items()}
     best_fold = max(fold_auc, key=lambda k: (fold_auc[k], -k))
     model = summaries[best_fold]["model"]
-    predictions = {"oof": "oof_predictions.csv"}
-    atomic_write_csv(oof.assign(split="oof"), out / "oof_predictions.csv")
+    predictions = {oof_split: "oof_predictions.csv"}
+    atomic_write_csv(oof.assign(split=oof_split), out / "oof_predictions.csv")
     test_splits = [s for s in summaries[best_fold]["predictions"] if s != "val"]
     test_auc, ensemble_auc, ensemble = {}, {}, {}
     for split in test_splits:
@@ -162,6 +174,9 @@ def collect_cv(out: str | Path) -> CVResult:
         "folds_done": sorted(summaries),
         "fold_val_auc": {str(k): v for k, v in fold_auc.items()},
         "oof_auc": prediction_auc(oof),
+        "oof_selection": selection,
+        "oof_optimistic": selection == "best",
+        "oof_note": OOF_NOTES[selection],
         "best_fold": best_fold,
         "best_checkpoint": f"fold_{best_fold}/{summaries[best_fold]['best_checkpoint']}",
         "selection": "best fold by validation AUC (the study's rule)",
@@ -171,5 +186,5 @@ def collect_cv(out: str | Path) -> CVResult:
         "ensemble_predictions": ensemble,
     }
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=2))
-    return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc)
+    return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, summary["oof_auc"], selection)
 

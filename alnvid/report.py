@@ -68,13 +68,22 @@ def table2(runs: list[RunRecord]) -> pd.DataFrame:
             except StatsInputError:  # fewer than 2 cases or controls: an AUC, but no variance
                 low = high = float("nan")
             metrics = diagnostic_metrics(labels, probs)
-            row = {"model": run.name, "backbone": run.model, "kind": run.kind, "split": split, "n": len(labels),
+            row = {"model": run.name, "backbone": run.model, "kind": run.kind, "split": split,
+                   "optimistic": selected_on(run, split), "n": len(labels),
                    "auc": auc(labels, probs), "auc_ci_low": low, "auc_ci_high": high}
             for metric in (metrics.accuracy, metrics.sensitivity, metrics.specificity, metrics.ppv, metrics.npv):
                 row |= {metric.name: metric.value, f"{metric.name}_counts": metric.counts,
                         f"{metric.name}_ci_low": metric.ci_low, f"{metric.name}_ci_high": metric.ci_high}
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def selected_on(run: RunRecord, split: str) -> bool:
+    """Whether `split`'s predictions come from a model selected on those same patients (best validation epoch):
+    'oof_selected' of a CV, 'val' of a fit with the default selection. Their AUC is optimistic."""
+    if split == "oof_selected":
+        return True
+    return split == "val" and run.summary.get("selection", "best") == "best"
 
 
 def table3(summary: PredictionSummary, model_name: str) -> pd.DataFrame:
@@ -263,14 +272,18 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
     lines = ["# alnvid report", "",
              "Prediction of axillary lymph-node metastasis from breast ultrasound videos. AUC with 95% DeLong "
              "CI; proportions with counts and exact (Clopper-Pearson) 95% CI; a patient is called positive at "
-             "P >= 0.5. 'oof' = out-of-fold cross-validation predictions; 'val' = a single run's validation set.",
+             "P >= 0.5. 'oof' = out-of-fold cross-validation predictions, each fold's last epoch (a count fixed "
+             "before training): an unbiased estimate; 'oof_selected' = the same from each fold's best validation "
+             "epoch, chosen on these very patients; 'val' = a single run's validation set. Rows marked "
+             "'(optimistic)' come from a model selected on the patients they score.",
              ""]
     if cohort is not None:
         view = cohort.assign(p_value=cohort["p_value"].map(lambda p: "" if pd.isna(p) else _p(p))).fillna("")
         lines += ["## Table 1. Cohort characteristics (label 1 = ALN metastasis)", "", _markdown_table(view), ""]
     if len(t2):
         view = pd.DataFrame({
-            "model": t2["model"] + " (" + t2["kind"] + ")", "split": t2["split"], "n": t2["n"],
+            "model": t2["model"] + " (" + t2["kind"] + ")",
+            "split": [f"{s} (optimistic)" if o else s for s, o in zip(t2["split"], t2["optimistic"])], "n": t2["n"],
             "AUC (95% CI)": [_auc_cell(a, lo, hi) for a, lo, hi in zip(t2["auc"], t2["auc_ci_low"], t2["auc_ci_high"])],
             **{name: [f"{100 * v:.1f}% ({c}) [{100 * lo:.1f}–{100 * hi:.1f}]" if np.isfinite(v) else "–"
                       for v, c, lo, hi in zip(t2[key], t2[f"{key}_counts"], t2[f"{key}_ci_low"],

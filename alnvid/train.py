@@ -1,11 +1,12 @@
 """`fit`: train one model on a cohort and leave a complete, resumable run folder.
 
-Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (best validation AUROC)
-and checkpoints/last.ckpt, epochs.csv (per-epoch metrics), predictions_<split>.csv for validation and every
-test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation),
+Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (the selected model: best
+per-patient validation AUROC, or the last epoch with `trainer.selection='last'`) and checkpoints/last.ckpt,
+epochs.csv (per-epoch metrics; validation AUROC and its CIs per patient), predictions_<split>.csv for validation
+and every test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation),
 gradcam/<split>/ (heatmaps of the most confident cases and the errors), summary.json and, with
 `trainer.loggers`, logs/<logger>/. Every file is written atomically; `resume=True` continues from last.ckpt
-after a crash.
+after a crash, with the same result-changing settings only.
 
 With several devices (Lightning's DDP, each device a process running this code) every process evaluates a
 shard; the predictions are gathered (`alnvid.models.module.gather_rows`) so scores, checkpoint selection
@@ -30,7 +31,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from alnvid.callbacks import BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed
-from alnvid.config import RunConfig
+from alnvid.config import RunConfig, changed_result_settings
 from alnvid.data.crop import Box
 from alnvid.data.datamodule import (
     CohortDataModule,
@@ -107,6 +108,11 @@ def fit(
                           fix="choose another --out, or pass --resume to continue it.")
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
+    if resume and last.exists() and (out / "config.yaml").is_file():
+        differ = changed_result_settings(RunConfig.load(out / "config.yaml"), config)
+        if differ:
+            raise AlnvidError(f"this run was started with other settings ({', '.join(differ)})", path=out,
+                              fix="resume with the run's own settings (its config.yaml), or start a new --out.")
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
     loggers = build_loggers(config.trainer.loggers, out / "logs")
     datamodule = build_datamodule(config, manifest, progress)  # forms the folds or hold-out, or says why not
@@ -115,14 +121,9 @@ def fit(
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = build_module(config)
     module.test_split_names = datamodule.test_split_names
-    best = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor="val_auc", mode="max", save_last=True,
-        enable_version_counter=False,
-    )
-    callbacks = [best, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed), BootstrapAUC(n_boot=500),
-                 *(extra_callbacks or []), *([comparison] if comparison else [])]
-    if config.trainer.patience:
-        callbacks.append(L.pytorch.callbacks.EarlyStopping("val_auc", mode="max", patience=config.trainer.patience))
+    best, *stopping = selection_callbacks(config, out / "checkpoints")
+    callbacks = [best, *stopping, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
+                 BootstrapAUC(n_boot=500), *(extra_callbacks or []), *([comparison] if comparison else [])]
     if config.trainer.progress:
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
     trainer = build_trainer(config, callbacks, loggers)
@@ -152,7 +153,8 @@ def fit(
         test_auc={split: prediction_auc(read_predictions(path)) for split, path in predictions.items() if split != "val"},
         comparisons=comparison.results if comparison else {},
     )
-    summary = {"model": config.model.name, "best_epoch": result.best_epoch, "val_auc": result.val_auc,
+    summary = {"model": config.model.name, "selection": config.trainer.selection, "best_epoch": result.best_epoch,
+               "val_auc": result.val_auc, "val_auc_optimistic": config.trainer.selection == "best",
                "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)),
                "predictions": {k: str(v.relative_to(out)) for k, v in predictions.items()}}
     if is_global_zero():
@@ -256,6 +258,24 @@ def interrupts_raised(trainer: L.Trainer) -> Iterator[None]:
     finally:
         if handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, handler)
+
+
+MONITOR = "val_auc"
+"""What checkpoint selection and early stopping monitor: the per-patient validation AUROC (ALNClassifier)."""
+
+
+def selection_callbacks(config: RunConfig, folder: Path) -> list[L.Callback]:
+    """The checkpoint that keeps the selected model as best.ckpt (and last.ckpt), then early stopping if asked.
+
+    'best': the epoch of highest per-patient validation AUC. 'last': the final epoch, chosen before training, so
+    the validation patients play no part in choosing the model.
+    """
+    monitor = MONITOR if config.trainer.selection == "best" else None
+    callbacks: list[L.Callback] = [L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=folder, filename="best", monitor=monitor, mode="max", save_last=True, enable_version_counter=False)]
+    if config.trainer.patience:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.trainer.patience))
+    return callbacks
 
 
 def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: CohortDataModule, out: Path) -> dict[str, Path]:

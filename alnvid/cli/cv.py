@@ -40,6 +40,8 @@ def cv(
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
+    selection: Optional[str] = TRAINING_OPTIONS["selection"],
+    eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
@@ -77,15 +79,20 @@ def cv(
             console.print(f"Fold {fold} done. When every fold is done: alnvid cv --collect {settings.out}")
             return
     summary = {"out": str(result.out), "fold_val_auc": result.fold_auc, "best_fold": result.best_fold,
+               "oof_auc": result.oof_auc, "oof_selection": result.selection,
+               "oof_optimistic": result.selection == "best",
                "test_auc_best_fold": result.test_auc, "test_auc_ensemble": result.ensemble_auc,
                "comparisons_best_fold": result.comparisons}
     if json_output:
         print_json(summary)
         return
-    table = Table("fold", "validation AUC", title=f"Cross-validation: {result.out}")
+    table = Table("fold", "validation AUC (per patient)", title=f"Cross-validation: {result.out}")
     for k, auc in result.fold_auc.items():
         table.add_row(f"{k}{' (best)' if k == result.best_fold else ''}", f"{auc:.3f}")
     console.print(table)
+    honesty = ("[yellow]optimistic[/]: each fold kept its best epoch on these patients; --selection last gives an "
+               "unbiased estimate" if result.selection == "best" else "unbiased: each fold's last epoch")
+    console.print(f"  out-of-fold AUC {result.oof_auc:.3f} ({honesty})")
     for split in result.test_auc:
         console.print(f"  {split}: AUC best fold {result.test_auc[split]:.3f}, "
                       f"fold ensemble {result.ensemble_auc[split]:.3f}")

@@ -38,7 +38,13 @@ TRAINING_OPTIONS = {
                             "Default: random initialisation, as in the study."),
     "channels_last": typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format "
                                   "(faster on recent GPUs)."),
-    "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better validation AUC."),
+    "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better per-patient "
+                             "validation AUC."),
+    "selection": typer.Option(None, "--selection", help="Model kept as best.ckpt: best (epoch of best per-patient "
+                              "validation AUC, the study; validation/out-of-fold AUC then optimistic) or last (the "
+                              "final epoch of a count fixed beforehand; unbiased). Default best."),
+    "eval_clips": typer.Option(None, "--eval-clips", help="Video models: score each video as the mean over K TSN "
+                               "clips spread over the loop (validation, test, predict, explain). Default 1."),
     "still_frames": typer.Option(None, "--still-frames", help="Static models without still images: middle frame, "
                                  "or all (T frames, averaged per video at evaluation)."),
     "allow_modality": typer.Option(None, "--allow-modality", help="Also read DICOMs of this modality (e.g. CT); "
@@ -61,7 +67,8 @@ def training_overrides(**options) -> dict:
              "workers": "data.num_workers",
              "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
-             "allow_modality": "data.allow_modalities"}
+             "allow_modality": "data.allow_modalities",
+             "selection": "trainer.selection", "eval_clips": "data.eval_clips"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
@@ -93,6 +100,8 @@ def fit(
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
+    selection: Optional[str] = TRAINING_OPTIONS["selection"],
+    eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
@@ -148,7 +157,12 @@ def predict(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
     model_file: Optional[Path] = typer.Option(None, "--model-file", help="Instead of --checkpoint: a model file "
                                               "written by `alnvid export` (ONNX or TorchScript, no Lightning)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write one row per video to this CSV, and one row per "
+                                       "patient (mean over its videos, as fit does; the input of `alnvid stats`) "
+                                       "beside it as <name>_patients.csv."),
+    eval_clips: Optional[int] = typer.Option(None, "--eval-clips", help="Video models: mean over K clips spread "
+                                             "over the loop. Default: the run's setting (1 unless trained with "
+                                             "--eval-clips)."),
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
 ) -> None:
@@ -157,7 +171,7 @@ def predict(
     from rich.table import Table
 
     from alnvid.data.manifest import load_file_list
-    from alnvid.inference import predict_table
+    from alnvid.inference import patient_predictions, predict_table
     from alnvid.models.exported import load_exported
     from alnvid.models.trained import load_trained
     from alnvid.utils import atomic_write_csv
@@ -165,7 +179,7 @@ def predict(
     if (checkpoint is None) == (model_file is None):
         raise AlnvidError("give the model as either --checkpoint or --model-file (exactly one)",
                           fix="--checkpoint RUN/checkpoints/best.ckpt, or --model-file model.onnx from `alnvid export`.")
-    model = load_exported(model_file) if model_file else load_trained(checkpoint)
+    model = load_exported(model_file) if model_file else load_trained(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = list(allow_modality or [])
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
         table = load_file_list(inputs[0])
@@ -174,7 +188,9 @@ def predict(
     with progress_bar("Predicting", enabled=not json_output) as update:
         predictions = predict_table(model, table, progress=update)
     if out:
+        patients_out = out.with_name(f"{out.stem}_patients.csv")
         atomic_write_csv(predictions, out)
+        atomic_write_csv(patient_predictions(predictions), patients_out)
     if json_output:
         print_json(predictions.to_dict(orient="records"))
         return
@@ -184,4 +200,5 @@ def predict(
                      "[red]metastasis[/]" if row.prob >= 0.5 else "[green]no metastasis[/]")
     console.print(view)
     if out:
-        console.print(f"Written to {out}")
+        console.print(f"Written to {out} (per video) and {patients_out} (per patient: give this one to "
+                      "`alnvid stats`)")

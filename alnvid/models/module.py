@@ -1,9 +1,12 @@
 """`ALNClassifier`: one LightningModule for every backbone (the study's protocol: cross-entropy, Adam 1e-4).
 
 It predicts P(metastasis) = softmax(logits)[:, 1]. A static model given several frames of one video
-(input (B, K, 3, H, W)) averages the K frame probabilities into one per video. Each evaluation epoch's
+(input (B, K, 3, H, W)) averages the K frame probabilities into one per video, and a video model given several
+clips of one video (input (B, K, 3, T, H, W), `eval_clips`) the K clip probabilities. Each evaluation epoch's
 predictions are kept in `epoch_outputs[stage]` (stage = "val" or a test split name) as
-(patient_id, label, prob, line) tuples, for callbacks (bootstrap CIs, Grad-CAM export) and for the run's CSVs.
+(patient_id, label, prob, line) tuples, one per video, for callbacks (bootstrap CIs, Grad-CAM export) and for
+the run's CSVs. Epoch scores (`val_auc`, the checkpoint's and early stopping's monitor) are per patient, the unit
+of the study's statistics: `patient_scores` averages a patient's videos, as `train.patient_level` does.
 
 Under DDP each process evaluates a shard, padded by the distributed sampler with repeats of the first items;
 `gathered_outputs(stage)` merges every process's predictions back into the dataset's order, one per manifest
@@ -56,8 +59,9 @@ class ALNClassifier(L.LightningModule):
         return out.logits if hasattr(out, "logits") else out
 
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (B, classes); several frames per item (B, K, 3, H, W) are averaged."""
-        if self.spec.input_kind == "image" and x.dim() == 5:
+        """Softmax probabilities (B, classes); several frames (B, K, 3, H, W) or clips (B, K, 3, T, H, W) per item
+        are averaged."""
+        if x.dim() == (5 if self.spec.input_kind == "image" else 6):
             b, k = x.shape[:2]
             return self(x.flatten(0, 1)).float().softmax(-1).view(b, k, -1).mean(1)
         return self(x).float().softmax(-1)
@@ -154,12 +158,11 @@ class ALNClassifier(L.LightningModule):
         return float(-torch.where(labels == 1, probs, 1 - probs).clamp_min(1e-12).log().mean())
 
     def _epoch_scores(self, stage: str) -> tuple[float, float]:
-        """AUROC and accuracy (P >= 0.5) of the epoch; AUROC is 0.5 where a set holds one class only."""
-        outputs = self.gathered_outputs(stage)
-        if not outputs:
+        """Per-patient AUROC and accuracy (P >= 0.5) of the epoch; AUROC is 0.5 where a set holds one class only."""
+        labels, probs = patient_scores(self.gathered_outputs(stage))
+        if not len(labels):
             return float("nan"), float("nan")
-        labels = torch.tensor([o[1] for o in outputs])
-        probs = torch.tensor([o[2] for o in outputs])
+        labels, probs = torch.from_numpy(labels), torch.from_numpy(probs)
         acc = float(binary_accuracy(probs, labels, threshold=0.5))
         auc = float(binary_auroc(probs, labels)) if len(np.unique(labels.numpy())) == 2 else 0.5
         return auc, acc
@@ -184,3 +187,19 @@ def gather_rows(rows: list, key) -> list:
                 seen.add(key(part[position]))
                 merged.append(part[position])
     return merged
+
+
+def patient_scores(outputs: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient (labels, probs) of an epoch's per-video (patient_id, label, prob, ...) outputs: the mean
+    probability over a patient's videos, in order of first appearance. A patient whose videos carry different
+    labels counts once per video, as in `train.patient_level`."""
+    labels_of: dict[str, set[int]] = {}
+    for patient, label, *_ in outputs:
+        labels_of.setdefault(patient, set()).add(int(label))
+    units: dict[object, tuple[int, list[float]]] = {}
+    for position, (patient, label, prob, *_) in enumerate(outputs):
+        key = patient if len(labels_of[patient]) == 1 else (patient, position)
+        units.setdefault(key, (int(label), []))[1].append(float(prob))
+    labels = np.array([label for label, _ in units.values()], dtype=np.int64)
+    probs = np.array([np.mean(probs) for _, probs in units.values()], dtype=np.float64)
+    return labels, probs
