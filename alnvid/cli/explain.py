@@ -20,6 +20,9 @@ def explain(
     split: Optional[str] = typer.Option(None, "--split", help="With --manifest: only this split (e.g. test_a)."),
     multi_clip: bool = typer.Option(False, "--multi-clip", help="Overlapping clips over the whole loop, so every "
                                     "frame gets its own heatmap (slower)."),
+    eval_clips: Optional[int] = typer.Option(None, "--eval-clips", help="Video models: score the video as the mean "
+                                             "over K clips, as `predict --eval-clips K`, and explain those clips. "
+                                             "Default: the run's setting (1 unless trained with --eval-clips)."),
     per_clip: bool = typer.Option(False, "--per-clip", help="One channel weight per clip (pytorch-grad-cam) instead "
                                   "of per frame (mmaction2, default)."),
     target_class: int = typer.Option(1, "--target-class", help="Class whose logit is explained: 1 = metastasis."),
@@ -58,7 +61,7 @@ def explain(
         jobs = [(str(pid), Path(path), Box.optional(box))
                 for pid, path, box in zip(table["patient_id"], table["path"], boxes)]
 
-    model = load_trained(checkpoint)
+    model = load_trained(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = allowed
     results = []
     with progress_bar("Explaining", enabled=not json_output and len(jobs) > 1) as update:

@@ -20,7 +20,7 @@ from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
 from alnvid.data.folds import holdout, patient_folds
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
-from alnvid.data.sampling import SeededShuffle, segment_indices
+from alnvid.data.sampling import SeededShuffle, eval_clip_indices, segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError
 
@@ -65,12 +65,17 @@ class _CohortDataset(Dataset):
 
 
 class ClipDataset(_CohortDataset):
-    """One clip of T frames per video, as (3, T, H, W) in [0, 1]."""
+    """One clip of T frames per video, as (3, T, H, W) in [0, 1]; at evaluation with `eval_clips` K > 1, K clips
+    spread over the loop, as (K, 3, T, H, W), whose probabilities the model averages into one per video."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         row, seed = self._row(key)
         video = self._video(row)
         rng = self._rng(seed)
+        if not self.train and self.config.eval_clips > 1:
+            indices = eval_clip_indices(video.n_frames, self.config.frames, self.config.eval_clips)
+            clips = torch.stack([apply_to_clip(self.transform, video.frames[i]) for i in indices])
+            return self._item(row, clips, indices)
         indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
                                   rng=rng)
         return self._item(row, apply_to_clip(self.transform, video.frames[indices]), indices)

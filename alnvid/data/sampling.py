@@ -8,11 +8,12 @@ import torch
 from torch.utils.data import Sampler
 
 
-def segment_indices(n_frames: int, length: int, *, random: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+def segment_indices(n_frames: int, length: int, *, random: bool, rng: np.random.Generator | None = None,
+                    offset: float = 0.5) -> np.ndarray:
     """Indices of `length` frames, one per equal segment of the loop (TSN sampling).
 
-    Training (`random=True`) picks a random frame inside each segment; evaluation takes each segment's centre,
-    so evaluation is deterministic. A loop shorter than `length` has segments narrower than one frame: its
+    Training (`random=True`) picks a random frame inside each segment; evaluation takes the point at `offset`
+    (0 = start, 1 = end) of each segment, by default its centre, so evaluation is deterministic. A loop shorter than `length` has segments narrower than one frame: its
     frames repeat in order (each is held for about length/n_frames steps) rather than wrapping around, so the
     clip still runs forward through the sweep once.
     """
@@ -23,8 +24,15 @@ def segment_indices(n_frames: int, length: int, *, random: bool, rng: np.random.
         rng = rng or np.random.default_rng()
         positions = edges[:-1] + rng.random(length) * (edges[1:] - edges[:-1])
     else:
-        positions = (edges[:-1] + edges[1:]) / 2
+        positions = (1 - offset) * edges[:-1] + offset * edges[1:]
     return np.minimum(np.floor(positions).astype(np.int64), n_frames - 1)
+
+
+def eval_clip_indices(n_frames: int, length: int, clips: int = 1) -> np.ndarray:
+    """Frame indices (clips, length) of the evaluation clips: clip k takes offset (k + 1/2) / clips in every
+    segment, so the clips interleave and together cover the loop evenly (TSN's test-time clips). One clip is the
+    segment centres."""
+    return np.stack([segment_indices(n_frames, length, random=False, offset=(k + 0.5) / clips) for k in range(clips)])
 
 
 class SeededShuffle(Sampler):

@@ -16,7 +16,7 @@ import torch
 
 from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
-from alnvid.data.sampling import segment_indices
+from alnvid.data.sampling import eval_clip_indices
 from alnvid.errors import AlnvidError
 from alnvid.explain.gradcam import GradCAM, GradCAMResult, normalise_clip
 from alnvid.explain.keyframe import InputGeometry, Keyframe, heat_box, select_keyframes
@@ -57,6 +57,8 @@ class Explanation:
     multi_clip: bool
     per_clip_weights: bool
     files: dict[str, Path] = field(default_factory=dict)
+    eval_clips: int = 1
+    """Clips per video behind ``prob`` (as `alnvid predict` with the same --eval-clips)."""
 
     @property
     def keyframe(self) -> Keyframe | None:
@@ -83,6 +85,7 @@ class Explanation:
             "frame_time_ms": self.frame_time_ms,
             "channel_weights": "per_clip" if self.per_clip_weights else "per_frame",
             "multi_clip": self.multi_clip,
+            "eval_clips": self.eval_clips,
             "files": {kind: path.name for kind, path in self.files.items()},
         }
 
@@ -91,22 +94,26 @@ def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool 
                   per_clip_weights: bool = False, target_class: int = 1) -> GradCAMResult:
     """Grad-CAM of a preprocessed video.
 
-    Single clip (default): the T frames the model sees at evaluation (TSN sampling over the loop), one heatmap
-    each. ``multi_clip``: windows of T consecutive frames with stride T/2 cover the whole loop; their raw maps are
-    averaged per original frame where windows overlap and normalised over the loop, so every frame gets a heatmap
-    on one common scale. Static models are run on every frame of the clip as a batch.
+    Default: the clips the model scores at evaluation (TSN sampling over the loop; `eval_clips` interleaved clips
+    for a video model), one heatmap per sampled frame. ``multi_clip``: windows of T consecutive frames with stride
+    T/2 cover the whole loop. Where several clips hold a frame, their raw maps are averaged per original frame and
+    normalised over the loop, so every explained frame gets a heatmap on one common scale. Static models are run
+    on every frame of the clip as a batch.
     """
     cam = GradCAM.from_spec(model.module, model.spec, per_clip_weights=per_clip_weights)
     length = model.config.data.frames
-    if not multi_clip or video.n_frames <= length:
-        indices = segment_indices(video.n_frames, length, random=False)
-        return cam(_model_input(model, video, indices[None])[0:1], target_class=target_class, frame_indices=indices)
+    if multi_clip and video.n_frames > length:
+        stride = length if model.spec.input_kind == "image" else max(1, length // 2)
+        starts = list(range(0, video.n_frames - length + 1, stride))
+        if starts[-1] != video.n_frames - length:
+            starts.append(video.n_frames - length)
+        windows = np.arange(length)[None] + np.array(starts)[:, None]  # (clips, T)
+    else:
+        clips = model.config.data.eval_clips if model.spec.input_kind == "clip" else 1
+        windows = eval_clip_indices(video.n_frames, length, clips)
+    if len(windows) == 1:
+        return cam(_model_input(model, video, windows)[0:1], target_class=target_class, frame_indices=windows[0])
 
-    stride = length if model.spec.input_kind == "image" else max(1, length // 2)
-    starts = list(range(0, video.n_frames - length + 1, stride))
-    if starts[-1] != video.n_frames - length:
-        starts.append(video.n_frames - length)
-    windows = np.arange(length)[None] + np.array(starts)[:, None]  # (clips, T)
     height = width = model.input_size
     heat_sum = torch.zeros(video.n_frames, height, width)
     prob_sum = torch.zeros(video.n_frames)
@@ -120,15 +127,16 @@ def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool 
         prob_sum.index_add_(0, flat, probs.expand(len(chunk), length).reshape(-1))
         count.index_add_(0, flat, torch.ones(flat.numel()))
         clip_logits.append(logits.mean(1).cpu())
-    heat = normalise_clip((heat_sum / count[:, None, None])[None])[0]
+    seen = count > 0
+    heat = normalise_clip((heat_sum[seen] / count[seen, None, None])[None])[0]
     all_logits = torch.cat(clip_logits)
     return GradCAMResult(
         heat=heat.numpy(),
         prob=float(all_logits.softmax(-1)[:, target_class].mean()),
         logits=all_logits.numpy(),
-        frame_indices=np.arange(video.n_frames),
+        frame_indices=np.flatnonzero(seen.numpy()),
         target_class=target_class,
-        frame_probs=(prob_sum / count).numpy() if model.spec.input_kind == "image" else None,
+        frame_probs=(prob_sum[seen] / count[seen]).numpy() if model.spec.input_kind == "image" else None,
     )
 
 
@@ -168,7 +176,7 @@ def explain_file(
     video = load_input(model, path, box=box, cache=cache)
     cam = explain_video(model, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
                         target_class=target_class)
-    if model.spec.input_kind == "clip" and not multi_clip:  # the explained clip is the one `predict` uses
+    if model.spec.input_kind == "clip" and len(cam.logits) == 1:  # the explained clip is the one `predict` uses
         prob = float(torch.from_numpy(cam.logits[0]).softmax(-1)[1])
     else:
         x, _ = prepare_input(model, video)
@@ -178,7 +186,8 @@ def explain_file(
     keyframes = select_keyframes(cam.heat, cam.frame_indices, top_k=top_k, frame_time_ms=video.frame_time_ms)
     hot = heat_box(cam.heat[keyframes[0].position], geometry) if keyframes else None
     explanation = Explanation(name, sha256, model.spec.name, prob, cam, keyframes, hot, video.box, video.n_frames,
-                              video.frame_time_ms, multi_clip, per_clip_weights)
+                              video.frame_time_ms, multi_clip, per_clip_weights,
+                              eval_clips=data.eval_clips if model.spec.input_kind == "clip" else 1)
     _write_artefacts(explanation, video, geometry, out_dir, gif=gif, mp4=mp4, alpha=alpha, cmap=cmap)
     return explanation
 

@@ -14,7 +14,7 @@ import torch
 from alnvid.config import DataConfig, RunConfig
 from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
-from alnvid.data.sampling import segment_indices
+from alnvid.data.sampling import eval_clip_indices, segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError, AlnvidWarning, InputFileError
 from alnvid.io import IMAGE_SUFFIXES
@@ -54,8 +54,9 @@ class FilePrediction:
     video: Preprocessed
 
 
-def load_trained(checkpoint: str | Path, *, device: str = "cpu") -> TrainedModel:
-    """Load a checkpoint and the config.yaml of its run folder (checkpoints/../config.yaml)."""
+def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int | None = None) -> TrainedModel:
+    """Load a checkpoint and the config.yaml of its run folder (checkpoints/../config.yaml); `eval_clips` overrides
+    the run's number of evaluation clips per video (None keeps it)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise AlnvidError("checkpoint not found", path=checkpoint,
@@ -72,6 +73,9 @@ def load_trained(checkpoint: str | Path, *, device: str = "cpu") -> TrainedModel
                           fix="check the file is complete; a crashed run keeps checkpoints/last.ckpt.") from None
     config = RunConfig.load(config_file)
     config.data.frames = module.hparams.num_frames
+    if eval_clips is not None:
+        config.data.eval_clips = eval_clips
+        config.data.__post_init__()
     return TrainedModel(module.eval().to(device), config, checkpoint)
 
 
@@ -84,8 +88,12 @@ def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) 
 
 
 def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
-    """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds."""
+    """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds: (T,), or
+    (K, T) for a video model with `eval_clips` K > 1, whose input is then (1, K, 3, T, H, W)."""
     data = model.config.data
+    if model.spec.input_kind == "clip" and data.eval_clips > 1:
+        indices = eval_clip_indices(video.n_frames, data.frames, data.eval_clips)
+        return torch.stack([frames_input(model, video, i) for i in indices]).unsqueeze(0), indices
     if model.spec.input_kind == "clip" or data.still_frames == "all":
         indices = segment_indices(video.n_frames, data.frames, random=False)
     else:
