@@ -1,4 +1,5 @@
-"""`predict`: use a trained run on new files, preprocessed exactly as at evaluation in training."""
+"""`predict`: use a trained run on new files, preprocessed exactly as at evaluation in training; one row per video,
+and one per patient (mean over the patient's videos, as `fit` and `cv` score them)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ import pandas as pd
 
 from alnvid.data.cache import PreprocessCache
 from alnvid.models.trained import TrainedModel, model_input, predict_file
+from alnvid.train import patient_level
 
 
 def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd.DataFrame:
@@ -22,3 +24,14 @@ def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd
         if progress:
             progress(done + 1, len(table), Path(row["path"]).name)
     return pd.DataFrame(rows)
+
+
+def patient_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient of a `predict_table` result: patient_id, label, prob (mean over the patient's videos,
+    as `fit` does; a patient whose videos carry different labels keeps one row per video, `<id>#<row>`) and
+    n_videos. This is the table `alnvid stats` takes."""
+    rows = predictions.assign(patient_id=predictions["patient_id"].astype(str), line=range(len(predictions)))
+    table = patient_level(rows)
+    counts = rows.groupby("patient_id").size()
+    table["n_videos"] = table["patient_id"].map(counts).fillna(1).astype(int)
+    return table
