@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import norm
+import torch
 from typer.testing import CliRunner
 
 from alnvid.cli.main import app
@@ -175,9 +176,10 @@ def test_report_tables_match_the_predictions(runs, tiny_cohort, tmp_path):
     assert "data:image/png;base64," in html and "<script" not in html
     t2 = report.table2
     assert set(t2["model"]) == {"tin-cv", "resnet50-cv"}
-    assert set(t2["split"]) == {"oof", "test_a", "test_b"}
+    assert set(t2["split"]) == {"oof_selected", "test_a", "test_b"}
+    assert (t2["optimistic"] == (t2["split"] == "oof_selected")).all()
     for row in t2.itertuples():
-        predictions = pd.read_csv(runs / row.model / ("oof_predictions.csv" if row.split == "oof"
+        predictions = pd.read_csv(runs / row.model / ("oof_predictions.csv" if row.split == "oof_selected"
                                                       else f"predictions_{row.split}.csv"))
         labels, probs = predictions["label"].to_numpy(), predictions["prob"].to_numpy()
         assert row.auc == pytest.approx(_independent_auc(labels, probs))
@@ -334,3 +336,101 @@ def test_demo_validity_scores_what_alnvid_explain_writes(runs, tiny_cohort, tmp_
         assert row.keyframe_hit == (row.keyframe is not None and row.node_first_frame is not None
                                     and row.node_first_frame <= row.keyframe <= row.node_last_frame)
     assert summarise_validity(scored)["split"].tolist() == ["test_a", "pooled"]
+
+
+def test_oof_from_selected_epochs_is_labelled_optimistic(runs, tmp_path):
+    """Default selection: each fold's best validation epoch scores those same patients, so the out-of-fold rows
+    are 'oof_selected' and flagged optimistic in cv_summary.json, oof_predictions.csv and the report; folds that
+    kept their last epoch give the unbiased 'oof'."""
+    summary = json.loads((runs / "tin-cv" / "cv_summary.json").read_text())
+    assert (summary["oof_selection"], summary["oof_optimistic"]) == ("best", True)
+    assert "optimistic" in summary["oof_note"] and summary["predictions"]["oof_selected"] == "oof_predictions.csv"
+    assert set(pd.read_csv(runs / "tin-cv" / "oof_predictions.csv")["split"]) == {"oof_selected"}
+    report = build_report(runs / "tin-cv", tmp_path / "report", n_boot=100)
+    assert "| oof_selected (optimistic) |" in (tmp_path / "report" / "report.md").read_text()
+    assert report.table2.set_index("split").loc["oof_selected", "optimistic"]
+
+    shutil.copytree(runs / "tin-cv", tmp_path / "last-cv", ignore=shutil.ignore_patterns("gradcam"))
+    for k in (0, 1):
+        fold_summary = tmp_path / "last-cv" / f"fold_{k}" / "summary.json"
+        fold_summary.write_text(json.dumps(json.loads(fold_summary.read_text()) | {"selection": "last"}))
+    result = collect_cv(tmp_path / "last-cv")
+    summary = json.loads((tmp_path / "last-cv" / "cv_summary.json").read_text())
+    assert (result.selection, summary["oof_optimistic"], list(summary["predictions"])[0]) == ("last", False, "oof")
+    assert set(pd.read_csv(tmp_path / "last-cv" / "oof_predictions.csv")["split"]) == {"oof"}
+    table2 = build_report(tmp_path / "last-cv", tmp_path / "report-last", n_boot=100).table2.set_index("split")
+    assert not table2.loc["oof", "optimistic"]
+
+
+def test_eval_clips_average_independent_single_clip_scores(runs, tiny_cohort, tmp_path):
+    """K evaluation clips: the mean of K single clips, clip k taking frame floor((j + (k + 1/2) / K) * n / T) of
+    segment j, in predict, in the evaluation dataset and in explain."""
+    from alnvid.data.datamodule import ClipDataset
+    from alnvid.data.transforms import apply_to_clip, clip_transform
+    from alnvid.explain import explain_file
+    from alnvid.models.trained import load_trained, predict_file
+
+    checkpoint = runs / "tin-cv" / "fold_0" / "checkpoints" / "best.ckpt"
+    model = load_trained(checkpoint, eval_clips=3)
+    manifest = pd.read_csv(tiny_cohort, keep_default_na=False)
+    path = tiny_cohort.parent / manifest["path"][0]
+    predicted = predict_file(model, path)
+    video, data = predicted.video, model.config.data
+    transform = clip_transform(data.crop_size, model.input_size, train=False)
+    singles = []
+    for k in range(3):
+        indices = np.array([min(int(np.floor((j + (k + 0.5) / 3) * video.n_frames / data.frames)),
+                                video.n_frames - 1) for j in range(data.frames)])
+        with torch.no_grad():
+            clip = apply_to_clip(transform, video.frames[indices])[None]
+            singles.append(float(model.module.class_probabilities(clip)[0, 1]))
+    assert len(set(np.round(singles, 6))) > 1  # the clips differ, so the test can tell
+    assert predicted.prob == pytest.approx(np.mean(singles), abs=1e-6)
+    assert predicted.frame_indices.shape == (3, data.frames)
+
+    dataset = ClipDataset(manifest.iloc[:1].assign(path=str(path)), model_cache(model), data, model.input_size,
+                          train=False)
+    item = dataset[0]
+    with torch.no_grad():
+        assert float(model.module.class_probabilities(item["x"][None])[0, 1]) == pytest.approx(predicted.prob, abs=1e-6)
+    explained = explain_file(model, path, tmp_path / "explain", gif=False, mp4=False)
+    assert explained.prob == pytest.approx(predicted.prob, abs=1e-6) and explained.to_dict()["eval_clips"] == 3
+    assert set(explained.cam.frame_indices) == set(predicted.frame_indices.ravel())
+
+
+def model_cache(model):
+    from alnvid.data.cache import PreprocessCache
+
+    return PreprocessCache.from_config(model.config.data)
+
+
+def test_predict_then_stats_on_several_videos_per_patient(runs, tiny_cohort, tmp_path):
+    """predict --out writes the per-video CSV and the per-patient one beside it; stats takes the latter, and
+    names it when given the former."""
+    manifest = pd.read_csv(tiny_cohort, keep_default_na=False)
+    test = manifest[manifest["split"].str.startswith("test")].reset_index(drop=True)
+    patients = len(test) // 2  # patient Ni has videos 2i and 2i+1; the first half of them are positive
+    cases = pd.DataFrame({"patient_id": [f"N{i // 2}" for i in range(2 * patients)],
+                          "path": [str(tiny_cohort.parent / p) for p in test["path"][: 2 * patients]],
+                          "label": [int(i // 2 < patients // 2) for i in range(2 * patients)]})
+    cases.to_csv(tmp_path / "cases.csv", index=False)
+    checkpoint = runs / "tin-cv" / "fold_0" / "checkpoints" / "best.ckpt"
+    out = tmp_path / "preds.csv"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "cases.csv"), "-c", str(checkpoint), "--out",
+                                      str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    videos = pd.read_csv(out, dtype={"patient_id": str})
+    patients = pd.read_csv(tmp_path / "preds_patients.csv", dtype={"patient_id": str})
+    assert len(videos) == len(cases) and len(patients) == len(cases) // 2
+    means = videos.groupby("patient_id")["prob"].mean()
+    assert np.allclose(patients.set_index("patient_id")["prob"], means.loc[patients["patient_id"]])
+    assert (patients["n_videos"] == 2).all()
+
+    stats = CliRunner().invoke(app, ["stats", str(tmp_path / "preds_patients.csv"), "--json", "--n-boot", "100"])
+    assert stats.exit_code == 0, stats.output
+    payload = json.loads(stats.output)
+    assert payload["n"] == len(patients)
+    assert payload["auc_delong"]["auc"] == pytest.approx(_independent_auc(patients["label"].to_numpy(),
+                                                                          patients["prob"].to_numpy()))
+    refused = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["stats", str(out)])
+    assert refused.exit_code == 2 and "_patients.csv" in refused.output
