@@ -24,7 +24,8 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "v
 
 
 class EpochHistory(L.Callback):
-    """Keeps `epochs.csv`: one row per finished epoch with training and validation loss, accuracy and AUROC.
+    """Keeps `epochs.csv`: one row per finished epoch with training and validation loss, accuracy and AUROC
+    (validation loss per video; validation accuracy, AUROC and its CIs per patient).
 
     The file is rewritten atomically each epoch; on resume, rows of epochs that are run again are replaced.
     """

@@ -134,7 +134,9 @@ def fit(
         print_json(summary)
         return
     console.print(f"[bold green]Done.[/] Run folder: {result.out}")
-    console.print(f"  best epoch {result.best_epoch + 1}, validation AUC {result.val_auc:.3f}")
+    chosen = ("[yellow]optimistic[/]: the epoch was chosen on these patients" if settings.trainer.selection == "best"
+              else "the last epoch")
+    console.print(f"  epoch {result.best_epoch + 1} kept, validation AUC {result.val_auc:.3f} (per patient; {chosen})")
     for split, auc in result.test_auc.items():
         console.print(f"  {split}: AUC {auc:.3f}  ({result.predictions[split]})")
     print_comparisons(result.comparisons)
