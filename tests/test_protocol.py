@@ -366,6 +366,7 @@ def test_eval_clips_average_independent_single_clip_scores(runs, tiny_cohort, tm
     """K evaluation clips: the mean of K single clips, clip k taking frame floor((j + (k + 1/2) / K) * n / T) of
     segment j, in predict, in the evaluation dataset and in explain."""
     from alnvid.data.datamodule import ClipDataset
+    from alnvid.data.manifest import load_manifest
     from alnvid.data.transforms import apply_to_clip, clip_transform
     from alnvid.explain import explain_file
     from alnvid.models.trained import load_trained, predict_file
@@ -388,7 +389,7 @@ def test_eval_clips_average_independent_single_clip_scores(runs, tiny_cohort, tm
     assert predicted.prob == pytest.approx(np.mean(singles), abs=1e-6)
     assert predicted.frame_indices.shape == (3, data.frames)
 
-    dataset = ClipDataset(manifest.iloc[:1].assign(path=str(path)), model_cache(model), data, model.input_size,
+    dataset = ClipDataset(load_manifest(tiny_cohort).table.iloc[:1], model_cache(model), data, model.input_size,
                           train=False)
     item = dataset[0]
     with torch.no_grad():
