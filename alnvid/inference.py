@@ -8,7 +8,7 @@ import pandas as pd
 
 from alnvid.data.cache import PreprocessCache
 from alnvid.models.trained import TrainedModel, model_input, predict_file
-from alnvid.train import patient_level
+from alnvid.stats.predictions import patient_level
 
 
 def predict_table(model: TrainedModel, table: pd.DataFrame, progress=None) -> pd.DataFrame:

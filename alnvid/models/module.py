@@ -6,7 +6,8 @@ clips of one video (input (B, K, 3, T, H, W), `eval_clips`) the K clip probabili
 predictions are kept in `epoch_outputs[stage]` (stage = "val" or a test split name) as
 (patient_id, label, prob, line) tuples, one per video, for callbacks (bootstrap CIs, Grad-CAM export) and for
 the run's CSVs. Epoch scores (`val_auc`, the checkpoint's and early stopping's monitor) are per patient, the unit
-of the study's statistics: `patient_scores` averages a patient's videos, as `train.patient_level` does.
+of the study's statistics: `patient_scores` averages a patient's videos, as `stats.predictions.patient_level`
+does.
 
 Under DDP each process evaluates a shard, padded by the distributed sampler with repeats of the first items;
 `gathered_outputs(stage)` merges every process's predictions back into the dataset's order, one per manifest
@@ -192,7 +193,7 @@ def gather_rows(rows: list, key) -> list:
 def patient_scores(outputs: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
     """Per-patient (labels, probs) of an epoch's per-video (patient_id, label, prob, ...) outputs: the mean
     probability over a patient's videos, in order of first appearance. A patient whose videos carry different
-    labels counts once per video, as in `train.patient_level`."""
+    labels counts once per video, as in `stats.predictions.patient_level`."""
     labels_of: dict[str, set[int]] = {}
     for patient, label, *_ in outputs:
         labels_of.setdefault(patient, set()).add(int(label))
