@@ -186,5 +186,5 @@ def collect_cv(out: str | Path) -> CVResult:
         "ensemble_predictions": ensemble,
     }
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=2))
-    return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, summary["oof_auc"], selection)
+    return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, oof_auc=summary["oof_auc"], selection=selection)
 
