@@ -188,3 +188,84 @@ def test_tsm_shift_is_fixed_one_frame_roll():
     torch.testing.assert_close(y, as_fractional, rtol=0, atol=0)
     y_cl = layer(x.contiguous(memory_format=torch.channels_last))
     assert y_cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(y_cl, layer(x))
+
+
+# The fused CUDA kernels (alnvid.models.interlace_triton), run by Triton's interpreter on CPU tensors.
+
+
+@pytest.fixture
+def fused():
+    """`fused_interlace` with its kernels built for Triton's CPU interpreter (rebuilt for the GPU afterwards)."""
+    pytest.importorskip("triton", reason="Triton is not installed: the fused CUDA kernels cannot be checked")
+    import importlib
+    import os
+
+    import alnvid.models.interlace_triton as module
+
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        yield importlib.reload(module).fused_interlace
+    finally:
+        if before is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = before
+        importlib.reload(module)
+
+
+def reference_interlace(x, offsets, weights, frames, shifted):
+    """The matmul reference on the first `shifted` channels of (N·T, C, H, W); the other channels pass."""
+    clips = x.view(-1, frames, *x.shape[1:])
+    moved = fractional_time_shift(clips[:, :, :shifted], offsets, weights)
+    return torch.cat([moved, clips[:, :, shifted:]], dim=2).view(x.shape)
+
+
+def random_case(dtype, channels_last=False, frames=5, channels=12, shifted=8, seed=6):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 * frames, channels, 3, 4, dtype=dtype, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # fractional, exactly integer, negative and beyond-the-clip offsets
+    offsets = torch.tensor([[0.3, -1.4, 2.0, -0.6], [frames + 1.5, -0.25, 0.0, -frames - 2.7]], dtype=dtype)
+    weights = torch.rand(2, frames, 4, dtype=dtype, generator=generator) * 2
+    return x, offsets, weights, frames, shifted
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_forward_and_gradients_equal_reference(fused, channels_last):
+    x, offsets, weights, frames, shifted = random_case(torch.float64, channels_last)
+    inputs = [t.clone().requires_grad_() for t in (x, offsets, weights)]
+    reference_inputs = [t.clone().requires_grad_() for t in (x, offsets, weights)]
+    y = fused(*inputs, frames, shifted)
+    expected = reference_interlace(*reference_inputs, frames, shifted)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    upstream = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    grads = torch.autograd.grad(y, inputs, upstream)
+    expected_grads = torch.autograd.grad(expected, reference_inputs, upstream)
+    for name, got, want in zip(("features", "offsets", "weights"), grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_fused_gradcheck(fused):
+    x, offsets, weights, frames, shifted = random_case(torch.float64, frames=3, channels=8, shifted=4)
+    x = x[:, :, :2, :2].contiguous()
+    offsets = offsets + 0.125  # off the kinks at integer offsets, where finite differences average both slopes
+    inputs = tuple(t.requires_grad_() for t in (x, offsets, weights))
+    # fast mode: a random projection of the Jacobian (numerical vs analytical), a few kernel calls in all
+    assert torch.autograd.gradcheck(lambda *a: fused(*a, frames, shifted), inputs, fast_mode=True)
+
+
+def test_fused_float32_channels_last_matches_reference(fused):
+    x, offsets, weights, frames, shifted = random_case(torch.float32, channels_last=True, frames=8, channels=32,
+                                                       shifted=16)
+    torch.testing.assert_close(fused(x, offsets, weights, frames, shifted),
+                               reference_interlace(x, offsets, weights, frames, shifted))
+
+
+def test_fused_matches_module_reference_path(fused):
+    layer = make_interlace(dtype=torch.float64)
+    x = torch.randn(2 * 6, 32, 5, 5, dtype=torch.float64)
+    offsets, weights = layer.offsets_and_weights(x)
+    torch.testing.assert_close(fused(x, offsets, weights, layer.num_frames, layer.fold), layer(x))

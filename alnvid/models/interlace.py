@@ -12,9 +12,13 @@ integer ``o`` it is a zero-filled roll; for ``o = f + a`` (``f`` integer, ``0 < 
 respect to the features, the offsets and the weights (the true gradient, unlike mmcv's ``tin_shift``; at exactly
 integer offsets, where the interpolation has a kink, the offset gradient is the right-hand slope
 ``x[t - o - 1] - x[t - o]``, as with mmaction2's floor/ceil sampler). It runs on any device and dtype, needs no
-custom kernel, and on CUDA reads the input in place (no gather, no per-frame loop).
+custom kernel, and on CUDA reads the input in place (no gather, no per-frame loop). It is the reference and the
+CPU path; on CUDA, :class:`TemporalInterlace` runs the same function as fused Triton kernels
+(:mod:`alnvid.models.interlace_triton`), tested equal to it.
 """
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -132,9 +136,12 @@ class TemporalInterlace(nn.Module):
     ``[w1, w2, w1, w2]`` (from :class:`WeightNet`) after the shift; the other channels pass through unchanged.
     Both nets read the spatial mean of the shifted channels. The nets run in float32 even under autocast.
     Built for a fixed number of frames ``num_frames`` (OffsetNet has Linear(T, T) layers).
+
+    On CUDA (with Triton installed) the shift runs as fused kernels; ``fused = False`` keeps the matmul reference.
     """
 
     groups = 4
+    fused = True
 
     def __init__(self, in_channels: int, num_frames: int, shift_div: int = 4):
         super().__init__()
@@ -167,6 +174,10 @@ class TemporalInterlace(nn.Module):
         folded, channels, height, width = x.shape
         clips = folded // self.num_frames
         offsets, weights = self.offsets_and_weights(x)
+        if self.fused and x.is_cuda and triton_available():
+            from alnvid.models.interlace_triton import fused_interlace
+
+            return fused_interlace(x, offsets, weights, self.num_frames, self.fold)
         matrices = interpolation_matrices(offsets, self.num_frames, weights)
         group_width = self.fold // self.groups * height * width
         if x.is_contiguous():
@@ -209,6 +220,11 @@ class TemporalShift(nn.Module):
         out[:, 1:, fold : 2 * fold] = clips[:, :-1, fold : 2 * fold]
         out[:, :, 2 * fold :] = clips[:, :, 2 * fold :]
         return out.view(x.shape)
+
+
+def triton_available() -> bool:
+    """Whether the fused CUDA kernels can be used (Triton is installed)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def _check_time_folded(x: Tensor, num_frames: int, channels: int, layer: str) -> None:
