@@ -1,7 +1,9 @@
 """One dataclass tree holds every setting of a run; it is saved as YAML in each run folder.
 
 Defaults are the study's protocol (clip length 16, batch 4, 300 epochs, Adam lr 1e-4, 256 px resize and
-224 px crop); `fast()` gives tiny settings for smoke runs on a laptop CPU.
+224 px crop); `fast()` gives tiny settings for smoke runs on a laptop CPU. Speed settings that depend on the
+machine (precision, memory format, loader workers) default to 'auto' and are fixed when a run starts
+(`alnvid.train.resolve_auto`), so each run's saved config.yaml holds the values it used.
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ class DataConfig:
     num_folds: int = 5
     val_fraction: float = 0.2
     """Share of training patients held out for validation when there is neither a fold nor a 'val' split."""
-    num_workers: int = 2
+    num_workers: int | None = None
+    """DataLoader worker processes; None = auto: min(8, cores) with a GPU, min(2, cores) on the CPU alone."""
     pin_memory: bool = True
     seed: int = 0
 
@@ -62,7 +65,8 @@ class ModelConfig:
     name: str = "tin"
     num_classes: int = 2
     weights: str | None = None
-    channels_last: bool = False
+    channels_last: bool | None = None
+    """channels_last (channels_last_3d for 3D CNNs) memory format; None = auto: on with a GPU, off on the CPU."""
 
 
 @dataclass
@@ -87,7 +91,8 @@ class TrainerConfig:
 
     epochs: int = 300
     batch_size: int = 4
-    precision: str = "32-true"
+    precision: str = "auto"
+    """'auto' (bf16-mixed on a GPU that has bf16, else 16-mixed; 32-true on the CPU), or any Lightning precision."""
     accelerator: str = "auto"
     devices: str = "1"
     """Devices per run: 1 (default), a count ("2") or a list ("0,1"). Several run Lightning's DDP, whose

@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,7 +25,7 @@ from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.runs import fold_folder
-from alnvid.train import fit, is_global_zero, prediction_auc, read_predictions
+from alnvid.train import fit, is_global_zero, prediction_auc, read_predictions, resolve_auto
 from alnvid.utils import atomic_write_csv, atomic_write_text
 
 
@@ -40,6 +41,8 @@ class CVResult:
     oof_auc: float = float("nan")
     selection: str = "best"
     """'best' (each fold's best validation epoch: the out-of-fold AUC is optimistic) or 'last' (unbiased)."""
+    runtime: dict[str, Any] = field(default_factory=dict)
+    """Device, precision, channels_last and workers the folds ran with (see alnvid.train.resolve_auto)."""
 
 
 def check_fold_settings(folder: Path, expected: RunConfig) -> None:
@@ -68,6 +71,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     manifest = load_manifest(config.data.manifest, folds=folds, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
+    resolve_auto(config)  # before finished folds' settings are compared with this run's
     for fold in todo:
         folder = fold_folder(out, fold)
         fold_config = copy.deepcopy(config)
@@ -184,7 +188,9 @@ def collect_cv(out: str | Path) -> CVResult:
         "ensemble_test_auc": ensemble_auc,
         "predictions": predictions,
         "ensemble_predictions": ensemble,
+        "runtime": summaries[best_fold].get("runtime", {}),
     }
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=2))
-    return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, oof_auc=summary["oof_auc"], selection=selection)
+    return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, oof_auc=summary["oof_auc"], selection=selection,
+                    runtime=summary["runtime"])
 

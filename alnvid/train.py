@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import threading
 import warnings
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pandas as pd
@@ -63,6 +65,44 @@ class FitResult:
     test_auc: dict[str, float] = field(default_factory=dict)
     comparisons: dict[str, dict] = field(default_factory=dict)
     """Paired DeLong comparisons with the `compare_to` reference, by test split (comparison_<split>.json)."""
+    runtime: dict[str, Any] = field(default_factory=dict)
+    """What the run used: device, precision, channels_last, workers (the 'auto' settings as resolved)."""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the 'auto' settings depend on: a CUDA GPU for this run (and its name and bf16 support), CPU cores."""
+
+    gpu: bool
+    name: str = "CPU"
+    bf16: bool = False
+    cores: int = 1
+
+
+def detect_hardware(accelerator: str = "auto") -> Hardware:
+    """The machine as this run would use it: a CUDA GPU when the accelerator is auto/gpu/cuda and one is present."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return Hardware(gpu=True, name=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(), cores=cores)
+    return Hardware(gpu=False, cores=cores)
+
+
+def resolve_auto(config: RunConfig, hardware: Hardware | None = None) -> dict[str, Any]:
+    """Fix the settings left to the machine, in place, and return what the run uses.
+
+    With a GPU: bf16-mixed precision (16-mixed where the GPU lacks bf16), channels_last memory format and
+    min(8, cores) loader workers. On the CPU: 32-true, the default layout and min(2, cores) workers (the CPU also
+    runs the model). Settings given explicitly (e.g. ``--precision 32-true``) are kept.
+    """
+    hardware = hardware or detect_hardware(config.trainer.accelerator)
+    if config.trainer.precision == "auto":
+        config.trainer.precision = ("bf16-mixed" if hardware.bf16 else "16-mixed") if hardware.gpu else "32-true"
+    if config.model.channels_last is None:
+        config.model.channels_last = hardware.gpu
+    if config.data.num_workers is None:
+        config.data.num_workers = min(8 if hardware.gpu else 2, hardware.cores)
+    return {"device": hardware.name, "precision": config.trainer.precision,
+            "channels_last": config.model.channels_last, "workers": config.data.num_workers}
 
 
 def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn | None = None) -> CohortDataModule:
@@ -108,6 +148,7 @@ def fit(
                           fix="choose another --out, or pass --resume to continue it.")
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
+    runtime = resolve_auto(config)  # before a resumed run's saved settings are compared with these
     if resume and last.exists() and (out / "config.yaml").is_file():
         differ = changed_result_settings(RunConfig.load(out / "config.yaml"), config)
         if differ:
@@ -152,10 +193,11 @@ def fit(
         predictions=predictions,
         test_auc={split: prediction_auc(read_predictions(path)) for split, path in predictions.items() if split != "val"},
         comparisons=comparison.results if comparison else {},
+        runtime=runtime,
     )
     summary = {"model": config.model.name, "selection": config.trainer.selection, "best_epoch": result.best_epoch,
                "val_auc": result.val_auc, "val_auc_optimistic": config.trainer.selection == "best",
-               "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)),
+               "test_auc": result.test_auc, "best_checkpoint": str(best_path.relative_to(out)), "runtime": runtime,
                "predictions": {k: str(v.relative_to(out)) for k, v in predictions.items()}}
     if is_global_zero():
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from alnvid.cli._common import console, print_json, progress_bar, user_errors
-from alnvid.cli.train import TRAINING_OPTIONS, print_comparisons, training_overrides
+from alnvid.cli.train import TRAINING_OPTIONS, describe_runtime, print_comparisons, training_overrides
 from alnvid.errors import AlnvidError
 
 
@@ -82,7 +82,7 @@ def cv(
                "oof_auc": result.oof_auc, "oof_selection": result.selection,
                "oof_optimistic": result.selection == "best",
                "test_auc_best_fold": result.test_auc, "test_auc_ensemble": result.ensemble_auc,
-               "comparisons_best_fold": result.comparisons}
+               "comparisons_best_fold": result.comparisons, "runtime": result.runtime}
     if json_output:
         print_json(summary)
         return
@@ -90,6 +90,7 @@ def cv(
     for k, auc in result.fold_auc.items():
         table.add_row(f"{k}{' (best)' if k == result.best_fold else ''}", f"{auc:.3f}")
     console.print(table)
+    console.print(f"  folds ran on {describe_runtime(result.runtime)}")
     honesty = ("[yellow]optimistic[/]: each fold kept its best epoch on these patients; --selection last gives an "
                "unbiased estimate" if result.selection == "best" else "unbiased: each fold's last epoch")
     console.print(f"  out-of-fold AUC {result.oof_auc:.3f} ({honesty})")

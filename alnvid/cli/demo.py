@@ -8,6 +8,7 @@ import typer
 
 from alnvid.cli._common import console, progress_bar, user_errors
 from alnvid.cli.stats import _p
+from alnvid.cli.train import describe_runtime
 
 
 @user_errors
@@ -43,7 +44,7 @@ def demo(
     console.print(f"[bold green]Done[/] with {result.settings}.", highlight=False)
     for model, cv in result.cv.items():
         aucs = ", ".join(f"{split} {auc:.3f}" for split, auc in cv.test_auc.items())
-        console.print(f"  {model}: best fold {cv.best_fold}, test AUC {aucs}")
+        console.print(f"  {model}: best fold {cv.best_fold}, test AUC {aucs} (ran on {describe_runtime(cv.runtime)})")
     for pair in result.comparisons:
         d = pair.comparison.delong
         console.print(f"  {pair.split} ({pair.comparison.n_common} patients): {pair.run_a} AUC {d.auc1:.3f} vs "

@@ -169,15 +169,17 @@ class CohortDataModule(L.LightningDataModule):
         return self._loader(self.dataset(rows, train=False))
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
-        workers = self.config.num_workers
+        workers = self.config.num_workers or 0  # None (auto) is resolved when a run starts; 0 elsewhere
+        gpu = torch.cuda.is_available()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=SeededShuffle(len(dataset), self.config.seed) if shuffle else None,
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=workers,
-            pin_memory=self.config.pin_memory and torch.cuda.is_available(),
+            pin_memory=self.config.pin_memory and gpu,
             persistent_workers=workers > 0,
+            prefetch_factor=(4 if gpu else 2) if workers else None,  # keep batches queued ahead of a fast GPU
         )
 
 

@@ -46,17 +46,18 @@ class ALNClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.spec = get_model_spec(model_name)
         self.model = build_model(model_name, num_classes=num_classes, num_frames=num_frames, weights=weights)
+        # 3D CNNs (5-D weights and clips) take channels_last_3d; 2D CNNs, on images or folded frames, channels_last.
+        volumetric = self.spec.input_kind == "clip" and not self.spec.time_folded
+        self.memory_format = torch.channels_last_3d if volumetric else torch.channels_last
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=self.memory_format)
         self.test_split_names: list[str] = []
         self.epoch_outputs: dict[str, list[tuple[str, int, float, int]]] = {}
         self._gathered: set[str] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) for a batch of clips (B, 3, T, H, W) or images (B, 3, H, W)."""
-        if self.hparams.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
+        out = self.model(self._laid_out(x))
         return out.logits if hasattr(out, "logits") else out
 
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,9 +69,7 @@ class ALNClassifier(L.LightningModule):
         return self(x).float().softmax(-1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x, y = batch["x"], batch["label"]
-        if self.hparams.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = self._laid_out(batch["x"]), batch["label"]
         out = self.model(x)
         if hasattr(out, "aux_logits"):  # InceptionV3 in training: main + auxiliary classifier
             logits = out.logits
@@ -132,6 +131,12 @@ class ALNClassifier(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.epochs))
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         return optimizer
+
+    def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
+        """The input in the model's memory format (when channels_last is on and the ranks match)."""
+        if self.hparams.channels_last and x.dim() == (5 if self.memory_format == torch.channels_last_3d else 4):
+            return x.contiguous(memory_format=self.memory_format)
+        return x
 
     def _test_names(self) -> list[str]:
         count = len(self.trainer.test_dataloaders) if self._trainer is not None else 1

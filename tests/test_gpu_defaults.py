@@ -1,0 +1,92 @@
+"""Fast by default on a GPU: the 'auto' settings, resolved for a faked GPU or CPU, and channels_last_3d models."""
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alnvid.cli.main import app
+from alnvid.config import RunConfig
+from alnvid.models.module import ALNClassifier
+from alnvid.train import Hardware, detect_hardware, resolve_auto
+
+H100 = Hardware(gpu=True, name="NVIDIA H100 80GB HBM3", bf16=True, cores=16)
+
+
+def test_defaults_are_auto():
+    config = RunConfig()
+    assert (config.trainer.precision, config.model.channels_last, config.data.num_workers) == ("auto", None, None)
+
+
+def test_gpu_gets_bf16_channels_last_and_capped_workers():
+    config = RunConfig()
+    chosen = resolve_auto(config, H100)
+    assert chosen == {"device": "NVIDIA H100 80GB HBM3", "precision": "bf16-mixed", "channels_last": True,
+                      "workers": 8}
+    assert (config.trainer.precision, config.model.channels_last, config.data.num_workers) == ("bf16-mixed", True, 8)
+    assert resolve_auto(RunConfig(), Hardware(gpu=True, name="old GPU", bf16=False, cores=4)) == {
+        "device": "old GPU", "precision": "16-mixed", "channels_last": True, "workers": 4}
+
+
+def test_cpu_keeps_full_precision_default_layout_and_few_workers():
+    assert resolve_auto(RunConfig(), Hardware(gpu=False, cores=2)) == {
+        "device": "CPU", "precision": "32-true", "channels_last": False, "workers": 2}
+    assert resolve_auto(RunConfig(), Hardware(gpu=False, cores=1))["workers"] == 1
+
+
+def test_explicit_settings_win_over_auto():
+    config = RunConfig()
+    config.trainer.precision, config.model.channels_last, config.data.num_workers = "32-true", False, 3
+    assert resolve_auto(config, H100) == {"device": "NVIDIA H100 80GB HBM3", "precision": "32-true",
+                                          "channels_last": False, "workers": 3}
+    # resolving twice changes nothing (cv resolves before its folds, fit again in each)
+    assert resolve_auto(config, H100)["precision"] == "32-true"
+
+
+def test_cpu_accelerator_never_counts_as_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert detect_hardware("cpu").gpu is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert detect_hardware("auto") == Hardware(gpu=False, name="CPU", bf16=False, cores=detect_hardware("cpu").cores)
+
+
+@pytest.mark.parametrize("model", ["r3d_18", "r2plus1d_18"])
+def test_3d_models_train_in_channels_last_3d(model):
+    """`--channels-last` used to crash every 3D CNN ("required rank 4 tensor"); they now take channels_last_3d."""
+    torch.manual_seed(0)
+    module = ALNClassifier(model, num_frames=4, channels_last=True)
+    reference = ALNClassifier(model, num_frames=4)
+    reference.load_state_dict(module.state_dict())
+    # float64: in float32 the tiny clips' batch norms amplify rounding differences between the layouts to ~1%
+    module, reference = module.double(), reference.double()
+    conv = next(p for p in module.model.parameters() if p.dim() == 5)
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d)
+    assert module._laid_out(torch.rand(1, 3, 4, 32, 32)).is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.rand(2, 3, 4, 32, 32, dtype=torch.float64)
+    batch = {"x": x, "label": torch.tensor([0, 1])}
+    module.log = reference.log = lambda *args, **kwargs: None
+    torch.manual_seed(1)  # the same dropout masks
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    torch.manual_seed(1)
+    expected = reference.training_step(batch, 0)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    grad = next(p.grad for p in module.model.parameters() if p.dim() == 5)
+    expected_grad = next(p.grad for p in reference.model.parameters() if p.dim() == 5)
+    assert grad.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_2d_models_keep_channels_last():
+    module = ALNClassifier("tin", num_frames=4, channels_last=True)
+    assert module.memory_format == torch.channels_last
+    assert ALNClassifier("resnet50", channels_last=True).memory_format == torch.channels_last
+
+
+def test_fit_help_says_what_a_gpu_gets():
+    result = CliRunner().invoke(app, ["fit", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "On a GPU the defaults are fast: bf16-mixed precision, channels_last memory format" in text
+    assert "bf16-mixed on a GPU, 32-true on the CPU" in text
