@@ -101,6 +101,10 @@ class BootstrapAUC(L.Callback):
     ``{stage}_auc_boot_low/high`` for "val" after validation and for every other stage (the test splits) after
     testing. ``{stage}_auc`` itself is logged only with ``log_auc=True``, since ALNClassifier already logs it. A
     stage whose predictions hold a single class has no AUC: it is skipped with a warning.
+
+    The bootstrap costs far more than DeLong (hundreds of AUCs, between training steps): for validation it runs
+    on the last epoch only; earlier epochs log DeLong's CI alone (their boot columns stay empty). Test stages
+    always get both.
     """
 
     def __init__(self, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95, log_auc: bool = False):
@@ -111,27 +115,29 @@ class BootstrapAUC(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._log_stage(pl_module, "val")
+            last = trainer.max_epochs is None or trainer.current_epoch >= trainer.max_epochs - 1
+            self._log_stage(pl_module, "val", bootstrap=last)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for stage in getattr(pl_module, "epoch_outputs", {}):
             if stage != "val":
                 self._log_stage(pl_module, stage)
 
-    def _log_stage(self, pl_module: L.LightningModule, stage: str) -> None:
+    def _log_stage(self, pl_module: L.LightningModule, stage: str, bootstrap: bool = True) -> None:
         gathered = getattr(pl_module, "gathered_outputs", None)
         outputs = gathered(stage) if gathered else getattr(pl_module, "epoch_outputs", {}).get(stage, [])
         labels, probs = patient_scores(outputs)
         try:
             delong = delong_ci(labels, probs, self.level)
-            boot = bootstrap_auc_ci(labels, probs, self.n_boot, self.seed, self.level)
+            boot = bootstrap_auc_ci(labels, probs, self.n_boot, self.seed, self.level) if bootstrap else None
         except StatsInputError as error:
             rank_zero_warn(f"BootstrapAUC: no AUC confidence interval for {stage} this epoch (a single class, or "
                            f"fewer than 2 cases or controls): {error.problem}",
                            category=UserWarning)
             return
-        values = {f"{stage}_auc_delong_low": delong.ci_low, f"{stage}_auc_delong_high": delong.ci_high,
-                  f"{stage}_auc_boot_low": boot.ci_low, f"{stage}_auc_boot_high": boot.ci_high}
+        values = {f"{stage}_auc_delong_low": delong.ci_low, f"{stage}_auc_delong_high": delong.ci_high}
+        if boot is not None:
+            values.update({f"{stage}_auc_boot_low": boot.ci_low, f"{stage}_auc_boot_high": boot.ci_high})
         if self.log_auc:
             values[f"{stage}_auc"] = delong.auc
         for name, value in values.items():

@@ -119,10 +119,10 @@ class ALNClassifier(L.LightningModule):
         return self.epoch_outputs[stage]
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
-        probs = self.class_probabilities(batch["x"])[:, 1]
+        probs = self.class_probabilities(batch["x"])[:, 1].tolist()  # one device-to-host copy, not one per item
         return [
-            {"patient_id": pid, "line": int(line), "label": int(label), "prob": float(p)}
-            for pid, line, label, p in zip(batch["patient_id"], batch["line"], batch["label"], probs)
+            {"patient_id": pid, "line": int(line), "label": int(label), "prob": p}
+            for pid, line, label, p in zip(batch["patient_id"], batch["line"].tolist(), batch["label"].tolist(), probs)
         ]
 
     def configure_optimizers(self):
@@ -149,9 +149,8 @@ class ALNClassifier(L.LightningModule):
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         probs = self.class_probabilities(batch["x"])[:, 1]
-        self.epoch_outputs[stage].extend(
-            (pid, int(label), float(p), int(line))
-            for pid, label, p, line in zip(batch["patient_id"], batch["label"], probs, batch["line"])
+        self.epoch_outputs[stage].extend(  # .tolist(): one device-to-host copy per batch, not one sync per item
+            zip(batch["patient_id"], batch["label"].tolist(), probs.tolist(), batch["line"].tolist())
         )
 
     def _epoch_loss(self, stage: str) -> float:
