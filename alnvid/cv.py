@@ -6,13 +6,18 @@ out-of-fold validation predictions (split 'oof_selected' when each fold kept its
 makes them optimistic; 'oof' with `trainer.selection='last'`, an unbiased estimate); predictions_<split>.csv
 the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's; cv_summary.json ties them together. A fold whose
 summary.json exists is finished and never retrained, so an interrupted `cv` resumes where it stopped, and
-folds can run as separate jobs (`fold=K`) and be assembled later (`collect_cv`).
+folds can run as separate jobs (`fold=K`) and be assembled later (`collect_cv`). With `parallel_folds=N`, N folds
+train at a time as separate processes on the same device (`python -m alnvid.cv`, one fold each, logs in
+logs/fold_<k>.log); each fold's result is the one it gets alone, as every fold is seeded on its own.
 """
 from __future__ import annotations
 
 import copy
 import json
 import re
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,15 @@ from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.runs import fold_folder
-from alnvid.train import fit, is_global_zero, prediction_auc, read_predictions, resolve_auto
+from alnvid.train import (
+    Hardware,
+    detect_hardware,
+    fit,
+    is_global_zero,
+    prediction_auc,
+    read_predictions,
+    resolve_auto,
+)
 from alnvid.utils import atomic_write_csv, atomic_write_text
 
 
@@ -54,14 +67,32 @@ def check_fold_settings(folder: Path, expected: RunConfig) -> None:
                           fix="use a new --out for the new settings, or delete the fold folders to retrain them.")
 
 
+GIB_PER_FOLD = 12
+"""GPU memory set aside per concurrent fold when choosing `parallel_folds` automatically (an estimate for the
+study's models at batch 4, T 16, 224 px, bf16 with headroom; benchmarks/gpu_check.sh prints the measured peaks)."""
+
+
+def auto_parallel_folds(folds: int, hardware: Hardware) -> int:
+    """Folds to train at a time: 1 on the CPU; on a GPU min(folds, 4, free GiB // 12, cores // 4), at least 1.
+
+    Concurrent folds fill a GPU that one batch-4 fold leaves idle between kernel launches; 4 at most, with 4 cores
+    each for their loaders. The rule is unmeasured: `--parallel-folds N` overrides it.
+    """
+    if not hardware.gpu:
+        return 1
+    return max(1, min(folds, 4, int(hardware.free_gib // GIB_PER_FOLD), hardware.cores // 4))
+
+
 def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, progress: ProgressFn | None = None,
-           on_fold_start=None, compare_to: str | Path | None = None) -> CVResult | None:
+           on_fold_start=None, compare_to: str | Path | None = None,
+           parallel_folds: int | None = 1) -> CVResult | None:
     """Train the folds that are not finished yet; assemble the result once every fold is done.
 
     With `only_fold`, train that fold alone and return None (assemble later with `collect_cv`). Under DDP
     every process trains the folds together, and only the first assembles them (the others return None). With
     `compare_to` (a run folder, a predictions CSV or "readers"), the best fold's test predictions are compared with
     it by DeLong's paired test into comparison_<split>.json (the reference is checked before any training).
+    With `parallel_folds` N > 1, N folds train at a time in their own processes (None: `auto_parallel_folds`).
     """
     out = Path(config.out)
     if only_fold is not None and not 0 <= only_fold < folds:
@@ -71,7 +102,17 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     manifest = load_manifest(config.data.manifest, folds=folds, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
-    resolve_auto(config)  # before finished folds' settings are compared with this run's
+    hardware = detect_hardware(config.trainer.accelerator)
+    if parallel_folds is None:
+        parallel_folds = auto_parallel_folds(folds, hardware)
+    if parallel_folds < 1:
+        raise AlnvidError(f"--parallel-folds is {parallel_folds}", fix="use 1 (one fold at a time) or more.")
+    parallel_folds = 1 if only_fold is not None else min(parallel_folds, folds)
+    if parallel_folds > 1 and str(config.trainer.devices) != "1":
+        raise AlnvidError(f"--parallel-folds {parallel_folds} with --devices {config.trainer.devices}",
+                          fix="use several devices per fold (DDP) or several folds at a time, not both.")
+    resolve_auto(config, hardware, processes=parallel_folds)  # before finished folds' settings are compared
+    waiting = []
     for fold in todo:
         folder = fold_folder(out, fold)
         fold_config = copy.deepcopy(config)
@@ -81,10 +122,15 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
             check_fold_settings(folder, fold_config)
         if (folder / "summary.json").is_file():
             continue
+        if parallel_folds > 1:
+            waiting.append(fold)
+            continue
         if on_fold_start:
             on_fold_start(fold, folds)
         fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
             extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
+    if waiting:
+        _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start)
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run
     result = collect_cv(out)
@@ -95,6 +141,41 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     if config.explain.export:
         explain_best_fold(result, config)
     return result
+
+
+def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], processes: int, on_fold_start) -> None:
+    """Train folds `todo`, `processes` at a time, each as `python -m alnvid.cv` (run_cv with one fold)."""
+    out = Path(config.out)
+    child = copy.deepcopy(config)
+    child.trainer.progress = False
+    child.save(out / "logs" / "cv_config.yaml")
+    running: dict[int, tuple[subprocess.Popen, Path]] = {}
+    failed: list[tuple[int, int, Path]] = []
+    try:
+        while todo or running:
+            while todo and len(running) < processes:
+                fold = todo.pop(0)
+                if on_fold_start:
+                    on_fold_start(fold, folds)
+                log = out / "logs" / f"fold_{fold}.log"
+                with log.open("w") as stream:
+                    command = [sys.executable, "-m", "alnvid.cv", str(out / "logs" / "cv_config.yaml"), str(folds),
+                               str(fold)]
+                    running[fold] = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT), log
+            time.sleep(0.5)
+            for fold, (process, log) in list(running.items()):
+                if process.poll() is not None:
+                    del running[fold]
+                    if process.returncode:
+                        failed.append((fold, process.returncode, log))
+    finally:
+        for process, _ in running.values():  # interrupted: stop the other folds (they resume from last.ckpt)
+            process.terminate()
+            process.wait()
+    if failed:
+        fold, code, log = failed[0]
+        raise AlnvidError(f"fold {fold} failed (exit code {code}; {len(failed)} fold(s) failed in all)", path=log,
+                          fix="read the end of that log; rerun the same command to resume (finished folds are kept).")
 
 
 def explain_best_fold(result: CVResult, config: RunConfig) -> None:
@@ -194,3 +275,7 @@ def collect_cv(out: str | Path) -> CVResult:
     return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, oof_auc=summary["oof_auc"], selection=selection,
                     runtime=summary["runtime"])
 
+
+
+if __name__ == "__main__":  # one fold of a parallel cross-validation: python -m alnvid.cv CONFIG FOLDS FOLD
+    run_cv(RunConfig.load(sys.argv[1]), int(sys.argv[2]), only_fold=int(sys.argv[3]))

@@ -77,22 +77,26 @@ class Hardware:
     name: str = "CPU"
     bf16: bool = False
     cores: int = 1
+    free_gib: float = 0.0
+    """Free GPU memory when detected (0 without a GPU)."""
 
 
 def detect_hardware(accelerator: str = "auto") -> Hardware:
     """The machine as this run would use it: a CUDA GPU when the accelerator is auto/gpu/cuda and one is present."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return Hardware(gpu=True, name=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(), cores=cores)
+        return Hardware(gpu=True, name=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(), cores=cores,
+                        free_gib=torch.cuda.mem_get_info(0)[0] / 2**30)
     return Hardware(gpu=False, cores=cores)
 
 
-def resolve_auto(config: RunConfig, hardware: Hardware | None = None) -> dict[str, Any]:
+def resolve_auto(config: RunConfig, hardware: Hardware | None = None, *, processes: int = 1) -> dict[str, Any]:
     """Fix the settings left to the machine, in place, and return what the run uses.
 
     With a GPU: bf16-mixed precision (16-mixed where the GPU lacks bf16), channels_last memory format and
     min(8, cores) loader workers. On the CPU: 32-true, the default layout and min(2, cores) workers (the CPU also
-    runs the model). Settings given explicitly (e.g. ``--precision 32-true``) are kept.
+    runs the model). ``processes`` runs share the cores (parallel folds): each gets at least one worker.
+    Settings given explicitly (e.g. ``--precision 32-true``) are kept.
     """
     hardware = hardware or detect_hardware(config.trainer.accelerator)
     if config.trainer.precision == "auto":
@@ -100,7 +104,7 @@ def resolve_auto(config: RunConfig, hardware: Hardware | None = None) -> dict[st
     if config.model.channels_last is None:
         config.model.channels_last = hardware.gpu
     if config.data.num_workers is None:
-        config.data.num_workers = min(8 if hardware.gpu else 2, hardware.cores)
+        config.data.num_workers = max(1, min(8 if hardware.gpu else 2, hardware.cores // max(1, processes)))
     return {"device": hardware.name, "precision": config.trainer.precision,
             "channels_last": config.model.channels_last, "workers": config.data.num_workers}
 

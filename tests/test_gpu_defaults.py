@@ -1,12 +1,17 @@
-"""Fast by default on a GPU: the 'auto' settings, resolved for a faked GPU or CPU, and channels_last_3d models."""
+"""Fast by default on a GPU: the 'auto' settings (resolved for a faked GPU or CPU), channels_last_3d models,
+validation CIs without a bootstrap every epoch, and parallel folds equal to sequential ones."""
 from __future__ import annotations
 
+import copy
+
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from alnvid.cli.main import app
 from alnvid.config import RunConfig
+from alnvid.cv import auto_parallel_folds, run_cv
 from alnvid.models.module import ALNClassifier
 from alnvid.train import Hardware, detect_hardware, resolve_auto
 
@@ -90,3 +95,57 @@ def test_fit_help_says_what_a_gpu_gets():
     text = " ".join(result.output.split())
     assert "On a GPU the defaults are fast: bf16-mixed precision, channels_last memory format" in text
     assert "bf16-mixed on a GPU, 32-true on the CPU" in text
+
+
+def test_auto_parallel_folds_rule():
+    assert auto_parallel_folds(5, Hardware(gpu=False, cores=16)) == 1
+    assert auto_parallel_folds(5, Hardware(gpu=True, cores=16, free_gib=78)) == 4
+    assert auto_parallel_folds(5, Hardware(gpu=True, cores=16, free_gib=30)) == 2
+    assert auto_parallel_folds(5, Hardware(gpu=True, cores=4, free_gib=139)) == 1
+    assert auto_parallel_folds(2, Hardware(gpu=True, cores=16, free_gib=139)) == 2
+    assert auto_parallel_folds(5, Hardware(gpu=True, cores=16, free_gib=8)) == 1
+
+
+def test_parallel_folds_equal_sequential_folds(tiny_cohort, tiny_data_config, tmp_path):
+    """Two folds trained at once in their own processes give the predictions of the same folds one after another."""
+    results = {}
+    for parallel in (1, 2):
+        config = RunConfig(data=copy.deepcopy(tiny_data_config), out=str(tmp_path / f"parallel-{parallel}"))
+        config.data.manifest = str(tiny_cohort)
+        config.trainer.epochs, config.trainer.progress, config.explain.export = 1, False, False
+        results[parallel] = run_cv(config, folds=2, parallel_folds=parallel)
+    sequential, parallel = results[1], results[2]
+    assert (tmp_path / "parallel-2" / "logs" / "fold_1.log").is_file()
+    assert not (tmp_path / "parallel-1" / "logs").exists()
+    assert parallel.fold_auc == sequential.fold_auc and parallel.best_fold == sequential.best_fold
+    for name in ("fold_0/predictions_val.csv", "fold_1/predictions_val.csv", "oof_predictions.csv",
+                 "predictions_test_a.csv", "ensemble/predictions_test_b.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(parallel.out / name), pd.read_csv(sequential.out / name),
+                                      check_exact=False, rtol=0, atol=1e-6, obj=name)
+
+
+class _Stage:
+    """Just what BootstrapAUC reads of a trainer and a module, and the values it logs."""
+
+    def __init__(self, epoch: int, max_epochs: int):
+        self.current_epoch, self.max_epochs, self.sanity_checking = epoch, max_epochs, False
+        labels, probs = [0, 1] * 6, [0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.7, 0.3, 0.5, 0.15, 0.95]
+        self.epoch_outputs = {"val": [(f"P{i}", y, p) for i, (y, p) in enumerate(zip(labels, probs))]}
+        self.logged: dict[str, float] = {}
+
+    def log(self, name, value, **kwargs):
+        self.logged[name] = value
+
+
+def test_validation_bootstrap_runs_on_the_last_epoch_only():
+    from alnvid.callbacks import BootstrapAUC
+    from alnvid.stats import bootstrap_auc_ci, delong_ci
+
+    early, last = _Stage(0, 3), _Stage(2, 3)
+    for stage in (early, last):
+        BootstrapAUC(n_boot=200, seed=1).on_validation_epoch_end(stage, stage)
+    labels = [o[1] for o in last.epoch_outputs["val"]]
+    probs = [o[2] for o in last.epoch_outputs["val"]]
+    delong, boot = delong_ci(labels, probs), bootstrap_auc_ci(labels, probs, 200, 1)
+    assert early.logged == {"val_auc_delong_low": delong.ci_low, "val_auc_delong_high": delong.ci_high}
+    assert last.logged == {**early.logged, "val_auc_boot_low": boot.ci_low, "val_auc_boot_high": boot.ci_high}
