@@ -104,7 +104,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
     hardware = detect_hardware(config.trainer.accelerator)
     if parallel_folds is None:
-        parallel_folds = auto_parallel_folds(folds, hardware)
+        parallel_folds = auto_parallel_folds(folds, hardware) if str(config.trainer.devices) == "1" else 1
     if parallel_folds < 1:
         raise AlnvidError(f"--parallel-folds is {parallel_folds}", fix="use 1 (one fold at a time) or more.")
     parallel_folds = 1 if only_fold is not None else min(parallel_folds, folds)
