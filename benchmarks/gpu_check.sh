@@ -82,9 +82,9 @@ echo "GOAL protocol: TIN's best 'N=k min' column <= 30; every 'wall/steps' <= 1.
 
 echo "== 4. a real fit on a demo cohort (prints the defaults chosen for this GPU; gives explain a checkpoint)"
 DEMO=/tmp/gpu_check_demo
-$PY -m alnvid.cli.main demo-data "$DEMO/cohort" --patients 30 --frames 48 > /dev/null
+$PY -m alnvid demo-data "$DEMO/cohort" --patients 30 --frames 48 > /dev/null
 start=$SECONDS
-$PY -m alnvid.cli.main fit --data "$DEMO/cohort/manifest.csv" --epochs 5 --out "$DEMO/fit" --cache-dir "$DEMO/cache" \
+$PY -m alnvid fit --data "$DEMO/cohort/manifest.csv" --epochs 5 --out "$DEMO/fit" --cache-dir "$DEMO/cache" \
     2>&1 | tail -6 | tee "$LOG/fit.txt"
 echo "fit, 5 epochs at the study's settings, caching and start-up included: $((SECONDS - start)) s"
 
