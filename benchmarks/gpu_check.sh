@@ -65,6 +65,8 @@ for batch in 4 16; do
     $PY benchmarks/train_throughput.py --models tin tsm r3d_18 --channels-last --batch $batch 2>&1 \
         | tee "$LOG/throughput_b$batch.txt"
 done
+$PY benchmarks/train_throughput.py --models tin --channels-last --batch 4 --reference-interlace 2>&1 \
+    | tee "$LOG/throughput_b4_matmul.txt"   # the matmul interlace, for the fused kernels' gain
 $PY - "$LOG" <<'EOF'
 import re, sys
 def rates(path):

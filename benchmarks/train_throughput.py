@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="input side in px (raised to a model's minimum, e.g. 75 for InceptionV3)")
     parser.add_argument("--precision", choices=["bf16-mixed", "fp32"], default="bf16-mixed")
     parser.add_argument("--channels-last", action="store_true", help="channels_last(_3d) model and input")
+    parser.add_argument("--reference-interlace", action="store_true",
+                        help="TIN with the matmul interlace instead of the fused Triton kernels (CUDA)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -50,6 +52,10 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float | str]:
     """Time ``args.steps`` training steps of model ``name`` after ``args.warmup`` warm-up steps."""
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
+    if args.reference_interlace:
+        from alnvid.models.interlace import TemporalInterlace
+
+        TemporalInterlace.fused = False
     spec = get_model_spec(name)
     size = max(args.size, spec.min_input_size)
     kwargs = {"aux_logits": False} if name == "inception_v3" and size < 299 else {}  # aux head needs >= 299 px
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     memory_kind = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS"
     print(
         f"{device_name}, torch {torch.__version__}, {args.precision}, channels_last={args.channels_last}, "
+        f"{'matmul' if args.reference_interlace else 'fused'} interlace, "
         f"batch {args.batch} clips x {args.frames} frames, {args.size} px, {args.warmup} warm-up + {args.steps} "
         f"timed steps (median)"
     )
