@@ -149,3 +149,26 @@ def test_validation_bootstrap_runs_on_the_last_epoch_only():
     delong, boot = delong_ci(labels, probs), bootstrap_auc_ci(labels, probs, 200, 1)
     assert early.logged == {"val_auc_delong_low": delong.ci_low, "val_auc_delong_high": delong.ci_high}
     assert last.logged == {**early.logged, "val_auc_boot_low": boot.ci_low, "val_auc_boot_high": boot.ci_high}
+
+
+def _protocol_time():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "protocol_time.py"
+    spec = importlib.util.spec_from_file_location("protocol_time", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protocol_time_tiny_runs_and_projects():
+    protocol_time = _protocol_time()
+    rows = protocol_time.main(["--tiny", "--models", "tsm", "--warmup-epochs", "1", "--epochs", "1", "--json"])
+    (row,) = rows
+    assert row["model"] == "tsm" and row["device"] == "CPU" and row["precision"] == "32-true"
+    assert row["epoch_wall_s"] >= row["step_sum_s"] > 0 and row["overhead_ratio"] >= 1
+    assert row["clips_per_s"] == pytest.approx(8 / row["step_sum_s"])
+    assert row["protocol_min"] == {1: pytest.approx(5 * 300 * row["epoch_wall_s"] / 60)}
+    # N folds at a time: ceil(5 / N) rounds of 300 epochs at the slowest concurrent epoch time
+    assert protocol_time.project([{"epoch_wall_s": 2.0}, {"epoch_wall_s": 3.0}], protocol_time.PROTOCOL, 2) == 45.0
