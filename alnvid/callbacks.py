@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
