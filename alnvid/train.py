@@ -119,7 +119,7 @@ def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn
 
 
 def build_module(config: RunConfig) -> ALNClassifier:
-    return ALNClassifier(
+    module = ALNClassifier(
         model_name=config.model.name,
         num_classes=config.model.num_classes,
         num_frames=config.data.frames,
@@ -130,6 +130,8 @@ def build_module(config: RunConfig) -> ALNClassifier:
         weights=config.model.weights,
         channels_last=config.model.channels_last,
     )
+    module.run_config = config.to_dict()
+    return module
 
 
 def fit(
@@ -311,14 +313,19 @@ MONITOR = "val_auc"
 
 
 def selection_callbacks(config: RunConfig, folder: Path) -> list[L.Callback]:
-    """The checkpoint that keeps the selected model as best.ckpt (and last.ckpt), then early stopping if asked.
+    """The checkpoint that keeps the selected model as best.ckpt, the one that keeps last.ckpt, then early stopping
+    if asked.
 
     'best': the epoch of highest per-patient validation AUC. 'last': the final epoch, chosen before training, so
-    the validation patients play no part in choosing the model.
+    the validation patients play no part in choosing the model. best.ckpt holds the weights and the run's settings
+    only (portable, a third of the size); last.ckpt adds the optimizer state, for resume.
     """
     monitor = MONITOR if config.trainer.selection == "best" else None
-    callbacks: list[L.Callback] = [L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=folder, filename="best", monitor=monitor, mode="max", save_last=True, enable_version_counter=False)]
+    callbacks: list[L.Callback] = [
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode="max",
+                                            save_weights_only=True, enable_version_counter=False),
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True),
+    ]
     if config.trainer.patience:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.trainer.patience))
     return callbacks

@@ -445,7 +445,8 @@ def test_cli_explain_json(tmp_path, demo):
     (info,) = json.loads(result.stdout)
     assert info["name"] == "case_1" and 0 <= info["probability"] <= 1
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
-        "case_1.json", "case_1_heat.npz", "case_1_keyframe.png", "case_1_overlay.png", "case_1_sheet.png"]
+        "case_1.json", "case_1_heat.npz", "case_1_keyframe.png", "case_1_overlay.png", "case_1_sheet.png",
+        "index.csv"]
     bad = CliRunner().invoke(app, ["explain", "-c", str(run / "checkpoints" / "best.ckpt")])
     assert bad.exit_code == 2 and "either input file(s) or --manifest" in bad.output
 

@@ -33,13 +33,17 @@ def explain(
                                        "Default explain_<sha8 of the file>: file names may carry identity."),
     allow_modality: Optional[list[str]] = typer.Option(None, "--allow-modality", help="Also read DICOMs of this "
                                                         "modality (e.g. CT); default ultrasound (US) only."),
-    json_output: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    skip_errors: bool = typer.Option(False, "--skip-errors", help="Go on past unreadable or unsuitable files and "
+                                     "list them (row, patient, reason) in <out>/errors.csv. Default: stop at the "
+                                     "first, writing nothing."),
+    json_output: bool = typer.Option(False, "--json", help="Print the results as JSON (with --skip-errors: "
+                                     "{explanations, errors})."),
 ) -> None:
     """Show where the model looked: Grad-CAM heatmaps over the sweep, the keyframe that drove the prediction and
-    its hot region, written as overlay PNGs (imaging region only), a contact sheet, GIF/MP4 and JSON."""
-    from alnvid.data.crop import Box
+    its hot region, written as overlay PNGs (imaging region only), a contact sheet, GIF/MP4 and JSON, with
+    index.csv mapping each input to its files."""
     from alnvid.data.manifest import load_manifest
-    from alnvid.explain import explain_file
+    from alnvid.inference import BatchInputs, explain_inputs
     from alnvid.models.trained import load_trained
 
     inputs = list(inputs or [])
@@ -49,41 +53,46 @@ def explain(
         raise AlnvidError("--name needs exactly one input file", fix="leave --name out for several files.")
     if split and not manifest:
         raise AlnvidError("--split only applies with --manifest", fix="drop --split or pass --manifest.")
-    jobs: list[tuple[str, Path, Box | None]] = [("", path, None) for path in inputs]
+    if out.exists() and not out.is_dir():
+        raise AlnvidError("--out is a file, not a folder", path=out, fix="give a folder for the artefacts.")
     allowed = list(allow_modality or [])
     if manifest:
-        cohort = load_manifest(manifest, allow_modalities=allowed)
+        cohort = load_manifest(manifest, allow_modalities=allowed, check_files=not skip_errors)
         table = cohort.rows(split) if split else cohort.table
         if table.empty:
             raise AlnvidError(f"no rows in split {split!r}", path=manifest,
                               fix=f"use one of: {', '.join(cohort.splits)}.")
-        boxes = table["crop_box"] if "crop_box" in table.columns else [""] * len(table)
-        jobs = [(str(pid), Path(path), Box.optional(box))
-                for pid, path, box in zip(table["patient_id"], table["path"], boxes)]
+        batch = BatchInputs.from_manifest_rows(table)
+    else:
+        batch = BatchInputs.from_files(inputs)
 
     model = load_trained(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = allowed
-    results = []
-    with progress_bar("Explaining", enabled=not json_output and len(jobs) > 1) as update:
-        for done, (patient, path, box) in enumerate(jobs):
-            result = explain_file(model, path, out, multi_clip=multi_clip, per_clip_weights=per_clip,
-                                  target_class=target_class, top_k=top_k, gif=gif, mp4=mp4, name=name, box=box)
-            results.append((patient, result))
-            update(done + 1, len(jobs), patient or result.name)
+    with progress_bar("Explaining", enabled=not json_output and len(batch) > 1) as update:
+        results, index, errors = explain_inputs(
+            model, batch, out, skip_errors=skip_errors, progress=update, multi_clip=multi_clip,
+            per_clip_weights=per_clip, target_class=target_class, top_k=top_k, gif=gif, mp4=mp4, name=name)
 
     if json_output:
-        print_json([{**({"patient_id": p} if p else {}), **r.to_dict(), "out": str(out)} for p, r in results])
+        records = [{"row": row, "patient_id": patient, **r.to_dict(), "out": str(out)}
+                   for row, patient, r in zip(index["row"], index["patient_id"], results)]
+        print_json({"explanations": records, "errors": errors.to_dict(orient="records")} if skip_errors else records)
         return
-    if len(results) == 1:
-        _print_one(results[0][1], out)
+    if len(results) == 1 and errors.empty:
+        _print_one(results[0], out)
         return
-    view = Table("patient_id", "output", "P(metastasis)", "keyframe", "time (s)", "heat box (x0,y0,x1,y1)")
-    for patient, r in results:
+    view = Table(batch.row_name, "patient_id", "output", "P(metastasis)", "keyframe", "time (s)",
+                 "heat box (x0,y0,x1,y1)")
+    for row, patient, r in zip(index["row"], index["patient_id"], results):
         key = r.keyframe
-        view.add_row(patient or "–", r.name, f"{r.prob:.3f}", str(key.frame_index) if key else "–",
+        view.add_row(str(row), patient or "–", r.name, f"{r.prob:.3f}", str(key.frame_index) if key else "–",
                      f"{key.time_s:.2f}" if key and key.time_s is not None else "–", str(r.heat_box or "–"))
     console.print(view)
-    console.print(f"Artefacts in {out}")
+    if len(errors):
+        console.print(f"[yellow]{len(errors)} of {len(batch)} input(s) skipped (listed in {out / 'errors.csv'}):[/]")
+        for row in errors.itertuples():
+            console.print(f"  {batch.row_name} {row.row} {row.patient_id}: {row.reason}")
+    console.print(f"Artefacts in {out} (index.csv maps each input to its files)")
 
 
 def _print_one(result, out: Path) -> None:

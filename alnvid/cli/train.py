@@ -171,7 +171,8 @@ def print_comparisons(comparisons: dict[str, dict]) -> None:
 def predict(
     inputs: list[Path] = typer.Argument(..., help="DICOM/video files, or one CSV with patient_id and path "
                                         "(label optional: new cases need none)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A run's best.ckpt (it carries the "
+                                              "run's settings: it works copied on its own)."),
     model_file: Optional[Path] = typer.Option(None, "--model-file", help="Instead of --checkpoint: a model file "
                                               "written by `alnvid export` (ONNX or TorchScript, no Lightning)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write one row per video to this CSV, and one row per "
@@ -181,14 +182,17 @@ def predict(
                                              "over the loop. Default: the run's setting (1 unless trained with "
                                              "--eval-clips)."),
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
-    json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+    skip_errors: bool = typer.Option(False, "--skip-errors", help="Go on past unreadable or unsuitable files and "
+                                     "list them (row, patient, reason) in <out>_errors.csv beside --out. Default: "
+                                     "stop at the first, writing nothing."),
+    json_output: bool = typer.Option(False, "--json", help="Print the predictions as JSON (with --skip-errors: "
+                                     "{predictions, errors})."),
 ) -> None:
-    """Probability of ALN metastasis for new files, preprocessed exactly as in evaluation."""
-    import pandas as pd
+    """Probability of ALN metastasis for new files, preprocessed exactly as in evaluation. Rows are identified by
+    the CSV's patient_id, or for bare files by file_<sha8> of the content: never by file names."""
     from rich.table import Table
 
-    from alnvid.data.manifest import load_file_list
-    from alnvid.inference import patient_predictions, predict_table
+    from alnvid.inference import BatchInputs, patient_predictions, predict_inputs
     from alnvid.models.exported import load_exported
     from alnvid.models.trained import load_trained
     from alnvid.utils import atomic_write_csv
@@ -196,26 +200,36 @@ def predict(
     if (checkpoint is None) == (model_file is None):
         raise AlnvidError("give the model as either --checkpoint or --model-file (exactly one)",
                           fix="--checkpoint RUN/checkpoints/best.ckpt, or --model-file model.onnx from `alnvid export`.")
+    if out and out.is_dir():
+        raise AlnvidError("--out is a folder", path=out, fix="give a CSV file name, e.g. --out predictions.csv.")
     model = load_exported(model_file) if model_file else load_trained(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = list(allow_modality or [])
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
-        table = load_file_list(inputs[0])
+        batch = BatchInputs.from_csv(inputs[0], check_files=not skip_errors)
     else:
-        table = pd.DataFrame({"patient_id": [p.stem for p in inputs], "path": [str(p) for p in inputs]})
+        batch = BatchInputs.from_files(inputs)
     with progress_bar("Predicting", enabled=not json_output) as update:
-        predictions = predict_table(model, table, progress=update)
+        predictions, errors = predict_inputs(model, batch, skip_errors=skip_errors, progress=update)
+    errors_file = out.with_name(f"{out.stem}_errors.csv") if out and skip_errors else None
     if out:
         patients_out = out.with_name(f"{out.stem}_patients.csv")
         atomic_write_csv(predictions, out)
         atomic_write_csv(patient_predictions(predictions), patients_out)
+    if errors_file:
+        atomic_write_csv(errors, errors_file)
     if json_output:
-        print_json(predictions.to_dict(orient="records"))
+        records = predictions.to_dict(orient="records")
+        print_json({"predictions": records, "errors": errors.to_dict(orient="records")} if skip_errors else records)
         return
-    view = Table("patient_id", "file", "P(metastasis)", "call (P >= 0.5)")
+    view = Table(batch.row_name, "patient_id", "P(metastasis)", "call (P >= 0.5)")
     for row in predictions.itertuples():
-        view.add_row(str(row.patient_id), Path(row.path).name, f"{row.prob:.3f}",
+        view.add_row(str(row.row), str(row.patient_id), f"{row.prob:.3f}",
                      "[red]metastasis[/]" if row.prob >= 0.5 else "[green]no metastasis[/]")
     console.print(view)
+    if len(errors):
+        console.print(f"[yellow]{len(errors)} of {len(batch)} input(s) skipped:[/]")
+        for row in errors.itertuples():
+            console.print(f"  {batch.row_name} {row.row} {row.patient_id}: {row.reason}")
     if out:
         console.print(f"Written to {out} (per video) and {patients_out} (per patient: give this one to "
-                      "`alnvid stats`)")
+                      "`alnvid stats`)" + (f"; skipped inputs: {errors_file}" if errors_file else ""))

@@ -126,10 +126,11 @@ def load_manifest(path: str | Path, *, check_files: bool = True, folds: int | No
     return Manifest(Path(path).resolve(), check.table, digest)
 
 
-def load_file_list(path: str | Path) -> pd.DataFrame:
+def load_file_list(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
     """A CSV of new cases to predict: `patient_id` and `path` (labels optional; an optional `crop_box`).
 
-    Paths are resolved like a manifest's; every missing file or bad crop box is listed in one error.
+    Paths are resolved like a manifest's; every missing file (unless `check_files` is off, for a batch that
+    skips bad files) or bad crop box is listed in one error.
     """
     path = Path(path)
     table = read_csv_table(path, "file list", dtype=str, keep_default_na=False)
@@ -141,7 +142,7 @@ def load_file_list(path: str | Path) -> pd.DataFrame:
         table["still_path"] = [_resolve(p.strip(), path.parent) for p in table["still_path"]]
     table["line"] = table.index + 2
     problems = [f"line {n}: {column} not found: {value}" for n, column, value in _file_cells(table)
-                if not Path(value).is_file()]
+                if check_files and not Path(value).is_file()]
     if "crop_box" in table.columns:
         problems += [f"line {n}: crop_box '{b}' must be 'x0,y0,x1,y1' with x0 < x1 and y0 < y1"
                      for n, b in zip(table.index + 2, table["crop_box"]) if b and not _valid_box(b)]

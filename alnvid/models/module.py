@@ -25,6 +25,8 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
 from alnvid.models.registry import build_model, get_model_spec
 
+RUN_CONFIG_KEY = "alnvid_run_config"
+
 
 class ALNClassifier(L.LightningModule):
     """Binary ALN-metastasis classifier around a registered backbone."""
@@ -54,6 +56,8 @@ class ALNClassifier(L.LightningModule):
         self.test_split_names: list[str] = []
         self.epoch_outputs: dict[str, list[tuple[str, int, float, int]]] = {}
         self._gathered: set[str] = set()
+        self.run_config: dict | None = None
+        """The run's settings (RunConfig.to_dict()), embedded in every checkpoint so that it works on its own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) for a batch of clips (B, 3, T, H, W) or images (B, 3, H, W)."""
@@ -124,6 +128,13 @@ class ALNClassifier(L.LightningModule):
             {"patient_id": pid, "line": int(line), "label": int(label), "prob": p}
             for pid, line, label, p in zip(batch["patient_id"], batch["line"].tolist(), batch["label"].tolist(), probs)
         ]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.run_config = checkpoint.get(RUN_CONFIG_KEY, self.run_config)
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

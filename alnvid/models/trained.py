@@ -2,7 +2,6 @@
 scaling as at evaluation in training. Used by prediction (the run layer) and by Grad-CAM (explain/)."""
 from __future__ import annotations
 
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,28 +54,39 @@ class FilePrediction:
 
 
 def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int | None = None) -> TrainedModel:
-    """Load a checkpoint and the config.yaml of its run folder (checkpoints/../config.yaml); `eval_clips` overrides
-    the run's number of evaluation clips per video (None keeps it)."""
+    """Load a checkpoint with the settings of the run that made it: those embedded in the checkpoint, or, for
+    checkpoints written before alnvid embedded them, the config.yaml of its run folder (checkpoints/../).
+    `eval_clips` overrides the run's number of evaluation clips per video (None keeps it)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise AlnvidError("checkpoint not found", path=checkpoint,
+        raise AlnvidError("checkpoint not found" + (" (this is a folder)" if checkpoint.is_dir() else ""),
+                          path=checkpoint,
                           fix="give a run's checkpoints/best.ckpt (written by `alnvid fit` or `alnvid cv`).")
-    config_file = checkpoint.parent.parent / "config.yaml"
-    if not config_file.is_file():
-        raise AlnvidError("the checkpoint is not inside its run folder (no ../config.yaml beside checkpoints/)",
-                          path=checkpoint, fix="keep checkpoints/ inside the run folder: its config.yaml holds the "
-                          "crop, size and clip settings the model must be given.")
     try:
         module = ALNClassifier.load_from_checkpoint(checkpoint, map_location=device, weights=None)
-    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # any unreadable file (truncated, random bytes, another program's pickle) alike
         raise AlnvidError(f"not a readable alnvid checkpoint ({type(exc).__name__})", path=checkpoint,
-                          fix="check the file is complete; a crashed run keeps checkpoints/last.ckpt.") from None
-    config = RunConfig.load(config_file)
+                          fix="give a best.ckpt or last.ckpt written by `alnvid fit` or `alnvid cv`, copied "
+                          "completely; a crashed run keeps checkpoints/last.ckpt.") from None
+    config = _run_config(module, checkpoint)
     config.data.frames = module.hparams.num_frames
     if eval_clips is not None:
         config.data.eval_clips = eval_clips
         config.data.__post_init__()
     return TrainedModel(module.eval().to(device), config, checkpoint)
+
+
+def _run_config(module: ALNClassifier, checkpoint: Path) -> RunConfig:
+    if module.run_config is not None:
+        return RunConfig.from_dict(module.run_config, source=f"{checkpoint} (embedded settings)")
+    config_file = checkpoint.parent.parent / "config.yaml"
+    if not config_file.is_file():
+        raise AlnvidError("this checkpoint holds no run settings and is not inside its run folder (no "
+                          "../config.yaml beside checkpoints/)", path=checkpoint,
+                          fix="use it from inside its run folder (its config.yaml holds the crop, size and clip "
+                          "settings the model must be given), or retrain with this alnvid version, whose "
+                          "checkpoints carry their settings.")
+    return RunConfig.load(config_file)
 
 
 def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) -> torch.Tensor:
