@@ -50,3 +50,24 @@ def asah():
     table = pd.read_csv(FIXTURES / "proc_asah" / "aSAH.csv")
     table["y"] = (table["outcome"] == "Poor").astype(int)
     return table
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained R(2+1)D-18 best.ckpt with tiny settings embedded (T 4, 40 px cache, 32 px input)."""
+    import lightning as L
+    import torch
+
+    from alnvid.config import RunConfig
+    from alnvid.models.module import RUN_CONFIG_KEY, ALNClassifier
+
+    root = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    config = RunConfig()
+    config.model.name = "r2plus1d_18"
+    config.data.frames, config.data.resize, config.data.crop_size, config.data.input_size = 4, 40, 32, 32
+    config.data.cache_dir = str(root / "cache")
+    module = ALNClassifier("r2plus1d_18", num_frames=4)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__, RUN_CONFIG_KEY: config.to_dict()}, root / "best.ckpt")
+    return root / "best.ckpt"

@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,35 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 from alnvid.cli.main import app
-from alnvid.config import RunConfig
 from alnvid.io import content_hash
-from alnvid.models.module import RUN_CONFIG_KEY, ALNClassifier
+from alnvid.models.module import RUN_CONFIG_KEY
 from alnvid.models.trained import load_trained, predict_file
 
 RUNNER = CliRunner(env={"COLUMNS": "200"})
-
-
-def save_checkpoint(path, module: ALNClassifier, config: RunConfig | None) -> None:
-    """A checkpoint as `fit` writes best.ckpt: weights, hyper-parameters and (unless None) the run's settings."""
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                  "pytorch-lightning_version": L.__version__}
-    if config is not None:
-        checkpoint[RUN_CONFIG_KEY] = config.to_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """An untrained R(2+1)D-18 with tiny settings (T 4, 40 px cache, 32 px input), settings embedded."""
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    config = RunConfig()
-    config.model.name = "r2plus1d_18"
-    config.data.frames, config.data.resize, config.data.crop_size, config.data.input_size = 4, 40, 32, 32
-    config.data.cache_dir = str(root / "cache")
-    save_checkpoint(root / "best.ckpt", ALNClassifier("r2plus1d_18", num_frames=4), config)
-    return root / "best.ckpt"
 
 
 @pytest.fixture()
@@ -66,30 +41,30 @@ def _no_traceback(result) -> None:
 # --- predict ---------------------------------------------------------------------------------------------------
 
 
-def test_predict_stops_at_the_first_bad_file_naming_row_and_patient(checkpoint, batch, tmp_path):
+def test_predict_stops_at_the_first_bad_file_naming_row_and_patient(tiny_checkpoint, batch, tmp_path):
     cases, _ = batch
     out = tmp_path / "out" / "predictions.csv"
     # the file list is checked first: every missing file at once
-    missing = RUNNER.invoke(app, ["predict", str(cases), "-c", str(checkpoint), "--out", str(out)])
+    missing = RUNNER.invoke(app, ["predict", str(cases), "-c", str(tiny_checkpoint), "--out", str(out)])
     _no_traceback(missing)
     assert "line 4: path not found" in missing.output
     pd.read_csv(cases).drop(index=2).to_csv(cases, index=False)
-    result = RUNNER.invoke(app, ["predict", str(cases), "-c", str(checkpoint), "--out", str(out)])
+    result = RUNNER.invoke(app, ["predict", str(cases), "-c", str(tiny_checkpoint), "--out", str(out)])
     _no_traceback(result)
     assert "line 3 (patient P2)" in result.output and "--skip-errors" in result.output
     assert not out.parent.exists()  # nothing written, not even the folder
 
 
-def test_predict_skip_errors_writes_the_rest_and_lists_the_bad_files(checkpoint, batch, tmp_path):
+def test_predict_skip_errors_writes_the_rest_and_lists_the_bad_files(tiny_checkpoint, batch, tmp_path):
     cases, paths = batch
     out = tmp_path / "predictions.csv"
-    result = RUNNER.invoke(app, ["predict", str(cases), "-c", str(checkpoint), "--out", str(out), "--skip-errors",
+    result = RUNNER.invoke(app, ["predict", str(cases), "-c", str(tiny_checkpoint), "--out", str(out), "--skip-errors",
                                  "--json"])
     assert result.exit_code == 0, result.output
     written = pd.read_csv(out, dtype={"patient_id": str}, keep_default_na=False)
     assert list(written.columns) == ["row", "patient_id", "label", "prob"]
     assert written["row"].tolist() == [2, 5] and written["patient_id"].tolist() == ["P1", "P4"]
-    model = load_trained(checkpoint)
+    model = load_trained(tiny_checkpoint)
     expected = [predict_file(model, paths[i]).prob for i in (0, 3)]
     np.testing.assert_allclose(written["prob"], expected, atol=1e-6)
     errors = pd.read_csv(tmp_path / "predictions_errors.csv", keep_default_na=False)
@@ -104,17 +79,17 @@ def test_predict_skip_errors_writes_the_rest_and_lists_the_bad_files(checkpoint,
     assert [r["row"] for r in printed["errors"]] == [3, 4]
 
 
-def test_predict_bare_files_skip_errors_without_out(checkpoint, batch):
+def test_predict_bare_files_skip_errors_without_out(tiny_checkpoint, batch):
     _, paths = batch
-    result = RUNNER.invoke(app, ["predict", str(paths[1]), str(paths[0]), "-c", str(checkpoint), "--skip-errors"])
+    result = RUNNER.invoke(app, ["predict", str(paths[1]), str(paths[0]), "-c", str(tiny_checkpoint), "--skip-errors"])
     assert result.exit_code == 0, result.output
     assert "1 of 2 input(s) skipped" in result.output and "input 1" in result.output
     assert f"file_{content_hash(paths[0])[:8]}" in result.output
 
 
-def test_predict_out_must_be_a_file(checkpoint, batch, tmp_path):
+def test_predict_out_must_be_a_file(tiny_checkpoint, batch, tmp_path):
     _, paths = batch
-    result = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(checkpoint), "--out", str(tmp_path)])
+    result = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(tiny_checkpoint), "--out", str(tmp_path)])
     _no_traceback(result)
     assert "--out is a folder" in result.output
 
@@ -122,10 +97,10 @@ def test_predict_out_must_be_a_file(checkpoint, batch, tmp_path):
 # --- explain ---------------------------------------------------------------------------------------------------
 
 
-def test_explain_stops_at_a_bad_file_and_leaves_nothing(checkpoint, batch, tmp_path):
+def test_explain_stops_at_a_bad_file_and_leaves_nothing(tiny_checkpoint, batch, tmp_path):
     _, paths = batch
     out = tmp_path / "heat"
-    result = RUNNER.invoke(app, ["explain", str(paths[0]), str(paths[1]), "-c", str(checkpoint), "--out", str(out),
+    result = RUNNER.invoke(app, ["explain", str(paths[0]), str(paths[1]), "-c", str(tiny_checkpoint), "--out", str(out),
                                  "--no-gif", "--no-mp4"])
     _no_traceback(result)
     assert "input 2 (patient file_" in result.output
@@ -133,7 +108,7 @@ def test_explain_stops_at_a_bad_file_and_leaves_nothing(checkpoint, batch, tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".heat")]  # the staging folder is gone
 
 
-def test_explain_skip_errors_writes_index_and_errors(checkpoint, batch, tiny_cohort, tmp_path):
+def test_explain_skip_errors_writes_index_and_errors(tiny_checkpoint, batch, tiny_cohort, tmp_path):
     _, paths = batch
     manifest = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
     manifest["path"] = [str(tiny_cohort.parent / p) for p in manifest["path"]]
@@ -144,7 +119,7 @@ def test_explain_skip_errors_writes_index_and_errors(checkpoint, batch, tiny_coh
     lines, patients = (test_a + 2).tolist(), manifest.loc[test_a, "patient_id"].tolist()
     out = tmp_path / "heat"
     result = RUNNER.invoke(app, ["explain", "--manifest", str(tmp_path / "manifest.csv"), "--split", "test_a",
-                                 "-c", str(checkpoint), "--out", str(out), "--no-gif", "--no-mp4", "--skip-errors",
+                                 "-c", str(tiny_checkpoint), "--out", str(out), "--no-gif", "--no-mp4", "--skip-errors",
                                  "--json"])
     assert result.exit_code == 0, result.output
     index = pd.read_csv(out / "index.csv", dtype={"patient_id": str})
@@ -156,18 +131,21 @@ def test_explain_skip_errors_writes_index_and_errors(checkpoint, batch, tiny_coh
     assert errors["row"].tolist() == lines[1:3] and errors["patient_id"].tolist() == patients[1:3]
     printed = json.loads(result.stdout)
     assert [r["row"] for r in printed["explanations"]] == [lines[0], lines[3]] and len(printed["errors"]) == 2
-    model = load_trained(checkpoint)
+    model = load_trained(tiny_checkpoint)
     assert printed["explanations"][0]["probability"] == pytest.approx(predict_file(model, paths[0]).prob, abs=1e-6)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------
 
 
-def test_checkpoint_works_on_its_own_and_old_ones_use_the_run_folder(checkpoint, tmp_path):
-    model = load_trained(checkpoint)
+def test_checkpoint_works_on_its_own_and_old_ones_use_the_run_folder(tiny_checkpoint, tmp_path):
+    model = load_trained(tiny_checkpoint)
     assert model.config.data.input_size == 32 and model.config.model.name == "r2plus1d_18"
-    old = tmp_path / "run" / "checkpoints" / "best.ckpt"  # written before settings were embedded
-    save_checkpoint(old, model.module, None)
+    old = tmp_path / "run" / "checkpoints" / "best.ckpt"  # as written before settings were embedded
+    old.parent.mkdir(parents=True)
+    content = torch.load(tiny_checkpoint, weights_only=False)
+    del content[RUN_CONFIG_KEY]
+    torch.save(content, old)
     with pytest.raises(Exception, match="holds no run settings"):
         load_trained(old)
     model.config.save(tmp_path / "run" / "config.yaml")
@@ -175,13 +153,13 @@ def test_checkpoint_works_on_its_own_and_old_ones_use_the_run_folder(checkpoint,
 
 
 @pytest.mark.parametrize("kind", ["random", "truncated", "empty", "folder", "plain_dict"])
-def test_bad_checkpoints_give_a_message_not_a_traceback(kind, checkpoint, batch, tmp_path):
+def test_bad_checkpoints_give_a_message_not_a_traceback(kind, tiny_checkpoint, batch, tmp_path):
     _, paths = batch
     bad = tmp_path / "bad.ckpt"
     if kind == "random":
         bad.write_bytes(np.random.default_rng(1).bytes(100_000))
     elif kind == "truncated":
-        bad.write_bytes(checkpoint.read_bytes()[:100_000])
+        bad.write_bytes(tiny_checkpoint.read_bytes()[:100_000])
     elif kind == "empty":
         bad.write_bytes(b"")
     elif kind == "folder":
@@ -196,12 +174,12 @@ def test_bad_checkpoints_give_a_message_not_a_traceback(kind, checkpoint, batch,
         assert not (tmp_path / command).exists()
 
 
-def test_copied_checkpoint_predicts_like_the_original(checkpoint, batch, tmp_path):
+def test_copied_checkpoint_predicts_like_the_original(tiny_checkpoint, batch, tmp_path):
     _, paths = batch
     alone = tmp_path / "elsewhere" / "model.ckpt"
     alone.parent.mkdir()
-    shutil.copy(checkpoint, alone)
-    a = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(checkpoint), "--json"])
+    shutil.copy(tiny_checkpoint, alone)
+    a = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(tiny_checkpoint), "--json"])
     b = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(alone), "--json"])
     assert a.exit_code == b.exit_code == 0, a.output + b.output
     assert json.loads(a.stdout) == json.loads(b.stdout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -134,18 +135,25 @@ def mask_static_overlays(
     bright_level: int = 200,
     chroma_level: int = 50,
     static_tolerance: int = 8,
+    glyph_contrast: int = 50,
+    glyph_size: int = 40,
 ) -> np.ndarray:
-    """Copy of `frames` (F, H, W, 3) with burned-in annotations inside `box` set to 0.
+    """Copy of `frames` (F, H, W, 3) with burned-in annotations inside `box` blanked: filled with the mean of the
+    pixels around them, so neither the text nor its silhouette remains.
 
     A pixel counts as annotation when it is near-saturated in *every* frame (brightest channel >=
-    `bright_level`), or coloured in every frame (channel spread >= `chroma_level`) while static (range
-    over time <= `static_tolerance`, which absorbs the jitter of frame-grabbed or lossy exports). That
-    is how text, calipers, markers and colour graphics look; their anti-aliased fringe (neighbours
-    that stay above half of `bright_level` in every frame) goes too. Tissue speckle and colour Doppler
-    change between frames and are kept.
+    `bright_level`), or static (range over time <= `static_tolerance`, which absorbs the jitter of
+    frame-grabbed or lossy exports) and either coloured in every frame (channel spread >= `chroma_level`)
+    or part of a glyph: a stroke at least `glyph_contrast` grey levels brighter than its surroundings
+    (white top-hat, 11 px) in a component no taller than `glyph_size` px and no wider than 4 x `glyph_size`
+    (a letter or a word; long reflectors such as fascia lines are not glyphs). That is how text,
+    calipers, markers and colour graphics look. Their anti-aliased fringe (neighbours within 2 px that stay
+    above half of `bright_level`, or are static and still a quarter of `glyph_contrast` above their
+    surroundings) goes too. Tissue speckle and colour Doppler change between frames and are kept.
     Limits: needs >= 2 frames (a single frame is returned unchanged, since static cannot be told from
-    tissue); a reflector that stays saturated through a loop without probe or tissue motion is masked;
-    grey (unsaturated, uncoloured) annotations are not detected.
+    tissue); small bright reflectors that stay put through a loop without probe or tissue motion are
+    masked; text fainter than `glyph_contrast` over its background, or in glyphs larger than
+    `glyph_size`, is not detected.
     """
     out = frames.copy()
     if frames.shape[0] < 2:
@@ -153,13 +161,42 @@ def mask_static_overlays(
     b = box.clip(frames.shape[2], frames.shape[1])
     region = frames[:, b.y0:b.y1, b.x0:b.x1]
     lo, hi = region.min(axis=0), region.max(axis=0)
-    floor = lo.max(axis=-1)  # brightest channel's minimum over time
+    floor = lo.max(axis=-1).astype(np.int16)  # brightest channel's minimum over time
     static = (hi.astype(np.int16) - lo).max(axis=-1) <= static_tolerance
-    coloured = (floor.astype(np.int16) - lo.min(axis=-1)) >= chroma_level
-    overlay = (floor >= bright_level) | (coloured & static)
-    overlay |= ndimage.binary_dilation(overlay, iterations=1) & (floor >= bright_level // 2)
-    out[:, b.y0:b.y1, b.x0:b.x1][:, overlay] = 0
+    coloured = (floor - lo.min(axis=-1)) >= chroma_level
+    contrast = floor - ndimage.grey_opening(floor, size=11)
+    glyphs = _small_components(static & (contrast >= glyph_contrast), glyph_size, 4 * glyph_size)
+    overlay = (floor >= bright_level) | (coloured & static) | glyphs
+    fringe = (floor >= bright_level // 2) | (static & (contrast >= glyph_contrast // 4))
+    overlay |= ndimage.binary_dilation(overlay, iterations=2) & fringe
+    _fill_from_surroundings(out[:, b.y0:b.y1, b.x0:b.x1], overlay)
     return out
+
+
+def _fill_from_surroundings(region: np.ndarray, mask: np.ndarray, sigma: float = 2.5) -> None:
+    """Replace the `mask` pixels of every frame of `region` (F, h, w, 3, in place) by the Gaussian-weighted mean
+    of the unmasked pixels around them: blanked text then leaves no dark silhouette on a grey background."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return
+    margin = int(3 * sigma)
+    y = slice(max(rows[0] - margin, 0), rows[-1] + margin + 1)
+    x = slice(max(cols[0] - margin, 0), cols[-1] + margin + 1)
+    hole = mask[y, x]
+    keep = (~hole).astype(np.float32)
+    weight = cv2.GaussianBlur(keep, (0, 0), sigma)[..., None]
+    for frame in region[:, y, x]:
+        mean = cv2.GaussianBlur(frame.astype(np.float32) * keep[..., None], (0, 0), sigma)
+        fill = np.divide(mean, weight, out=np.zeros_like(mean), where=weight > 1e-3)
+        frame[hole] = np.rint(fill[hole]).clip(0, 255).astype(frame.dtype)
+
+
+def _small_components(mask: np.ndarray, max_height: int, max_width: int) -> np.ndarray:
+    """The 8-connected components of `mask` whose bounding box fits in max_height x max_width."""
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    keep = [i for i, found in enumerate(ndimage.find_objects(labels), 1)
+            if found and found[0].stop - found[0].start <= max_height and found[1].stop - found[1].start <= max_width]
+    return np.isin(labels, keep)
 
 
 def _open(mask: np.ndarray, iterations: int) -> np.ndarray:
