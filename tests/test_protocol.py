@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import norm
 import torch
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from alnvid.compare import POOLED
 from alnvid.config import RunConfig
 from alnvid.cv import collect_cv, run_cv
 from alnvid.errors import AlnvidError
+from alnvid.models.module import RUN_CONFIG_KEY
 from alnvid.report import build_report
 from alnvid.stats.delong import delong_test
 from alnvid.train import fit
@@ -81,6 +83,11 @@ def test_fit_writes_every_artefact_and_resumes(tiny_cohort, tiny_data_config, tm
     assert list(test_b.columns) == ["patient_id", "label", "prob", "split"] and len(test_b) == 4
     assert test_b["prob"].between(0, 1).all()
     assert set(result.test_auc) == {"test_a", "test_b"}
+    # best.ckpt: weights and the run's settings, no optimizer; last.ckpt keeps the optimizer for resume
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in best and len(last["optimizer_states"]) == 1
+    assert RunConfig.from_dict(best[RUN_CONFIG_KEY]) == config and last[RUN_CONFIG_KEY] == best[RUN_CONFIG_KEY]
     with pytest.raises(AlnvidError, match="already holds a finished run"):
         fit(config)
     # the resumed run ends exactly where an uninterrupted one does
@@ -237,6 +244,25 @@ def test_predict_reproduces_the_run_predictions(runs, tiny_cohort):
     assert result.exit_code == 0, result.output
     probs = [row["prob"] for row in json.loads(result.output)]
     assert np.allclose(probs, expected["prob"], atol=1e-5)
+
+
+def test_a_copied_best_checkpoint_predicts_like_its_run(runs, tiny_cohort, tmp_path):
+    """best.ckpt carries its run's settings: alone in another folder it reproduces the run's predictions."""
+    fold = runs / "tin-cv" / "fold_1"
+    alone = tmp_path / "sent-to-a-colleague" / "model.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(fold / "checkpoints" / "best.ckpt", alone)
+    expected = pd.read_csv(fold / "predictions_test_a.csv", dtype={"patient_id": str})
+    manifest = pd.read_csv(tiny_cohort, dtype=str).set_index("patient_id")
+    cases = tmp_path / "cases.csv"
+    pd.DataFrame({"patient_id": expected["patient_id"],
+                  "path": [str(tiny_cohort.parent / manifest.loc[p, "path"]) for p in expected["patient_id"]]}
+                 ).to_csv(cases, index=False)
+    result = CliRunner().invoke(app, ["predict", str(cases), "-c", str(alone), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["patient_id"] for r in json.loads(result.output)] == expected["patient_id"].tolist()
+    assert np.allclose([r["prob"] for r in json.loads(result.output)], expected["prob"], atol=1e-5)
+    assert alone.stat().st_size < 0.4 * (fold / "checkpoints" / "last.ckpt").stat().st_size
 
 
 def test_predict_new_unlabelled_cases_from_a_csv(runs, tiny_cohort, tmp_path):
