@@ -29,6 +29,7 @@ from alnvid.utils import atomic_write_csv
 
 ERROR_COLUMNS = ("row", "patient_id", "file", "reason")
 PREDICTION_COLUMNS = ("row", "patient_id", "label", "prob")
+INDEX_COLUMNS = ("row", "patient_id", "name", "prob", "keyframe", "time_s", "heat_box", "files")
 Result = TypeVar("Result")
 
 
@@ -89,7 +90,7 @@ def run_batch(inputs: BatchInputs, work: Callable[[pd.Series], Result], *, skip_
             where = f"{inputs.row_name} {row['row']}" + (f" (patient {row['patient_id']})" if row["patient_id"] else "")
             if not skip_errors:
                 fix = (exc.fix + " " if exc.fix else "") + "Nothing was written; to go on without this file, " \
-                    "pass --skip-errors (skipped files are listed in errors.csv)."
+                    "pass --skip-errors (skipped files are listed in an errors CSV)."
                 raise AlnvidError(f"{where}: {exc.problem}", path=exc.path, fix=fix) from None
             errors.append({"row": int(row["row"]), "patient_id": row["patient_id"],
                            "file": file_id(exc.path or row["path"]), "reason": exc.problem})
@@ -110,9 +111,6 @@ def predict_inputs(model: TrainedModel, inputs: BatchInputs, *, skip_errors: boo
 
     batch = run_batch(inputs, predict_row, skip_errors=skip_errors, progress=progress)
     return pd.DataFrame(batch.results, columns=list(PREDICTION_COLUMNS)), batch.errors
-
-
-INDEX_COLUMNS = ("row", "patient_id", "name", "prob", "keyframe", "time_s", "heat_box", "files")
 
 
 def explain_inputs(model: TrainedModel, inputs: BatchInputs, out: str | Path, *, skip_errors: bool = False,

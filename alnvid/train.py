@@ -324,7 +324,8 @@ def selection_callbacks(config: RunConfig, folder: Path) -> list[L.Callback]:
     callbacks: list[L.Callback] = [
         L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode="max",
                                             save_weights_only=True, enable_version_counter=False),
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True),
+        # A save_top_k=0 checkpoint would write last.ckpt only at the end: this one keeps the latest epoch.
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False),
     ]
     if config.trainer.patience:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.trainer.patience))

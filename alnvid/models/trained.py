@@ -64,6 +64,8 @@ def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int
                           fix="give a run's checkpoints/best.ckpt (written by `alnvid fit` or `alnvid cv`).")
     try:
         module = ALNClassifier.load_from_checkpoint(checkpoint, map_location=device, weights=None)
+    except AlnvidError:
+        raise
     except Exception as exc:  # any unreadable file (truncated, random bytes, another program's pickle) alike
         raise AlnvidError(f"not a readable alnvid checkpoint ({type(exc).__name__})", path=checkpoint,
                           fix="give a best.ckpt or last.ckpt written by `alnvid fit` or `alnvid cv`, copied "
