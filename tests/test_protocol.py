@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from scipy.stats import norm
-import torch
 from typer.testing import CliRunner
 
 from alnvid.cli.main import app
