@@ -14,7 +14,7 @@ from alnvid.cv import run_cv
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier, patient_scores
 from alnvid.stats import delong_ci
-from alnvid.train import MONITOR, selection_callbacks
+from alnvid.train import MONITOR, resolve_auto, selection_callbacks
 
 PATIENTS = ["P1", "P1", "P2", "P3", "P3", "P4"]
 LABELS = [1, 1, 1, 0, 0, 0]
@@ -60,6 +60,7 @@ class ScriptedClassifier(ALNClassifier):
         self.epoch_outputs = {}
         self._gathered = set()
         self.test_split_names = []
+        self.run_config = None
 
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         p1 = torch.tensor([SCRIPT[self.current_epoch][int(i)] for i in x])
@@ -77,8 +78,8 @@ def _fit_scripted(tmp_path, selection: str) -> tuple[L.Trainer, L.Callback]:
              for i, (patient, label) in enumerate(zip(PATIENTS, LABELS))]
     config = RunConfig()
     config.trainer.selection = selection
-    checkpoint, *stopping = selection_callbacks(config, tmp_path / "checkpoints")
-    assert not stopping
+    checkpoint, last, *stopping = selection_callbacks(config, tmp_path / "checkpoints")
+    assert last.save_weights_only is False and not stopping
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
                         callbacks=[checkpoint, BootstrapAUC(n_boot=200, seed=1)])
@@ -106,7 +107,7 @@ def test_selection_last_keeps_the_final_epoch(tmp_path):
 def test_early_stopping_monitors_the_per_patient_auc():
     config = RunConfig()
     config.trainer.patience = 3
-    _, stopping = selection_callbacks(config, RunConfig().out)
+    _, _, stopping = selection_callbacks(config, RunConfig().out)
     assert stopping.monitor == MONITOR and stopping.patience == 3
     with pytest.raises(AlnvidError, match="patience"):
         config.trainer.selection = "last"
@@ -133,6 +134,7 @@ def test_cv_refuses_to_resume_a_fold_trained_with_another_setting(tiny_cohort, t
     earlier = RunConfig.from_dict(config.to_dict())
     earlier.data.fold, earlier.data.num_folds, earlier.out = 0, 2, str(tmp_path / "cv" / "fold_0")
     setattr(earlier.trainer, setting, value)
+    resolve_auto(earlier)  # a run saves its settings resolved for the hardware it ran on
     (tmp_path / "cv" / "fold_0" / "checkpoints").mkdir(parents=True)
     earlier.save(tmp_path / "cv" / "fold_0" / "config.yaml")  # an interrupted fold, trained with `value`
     (tmp_path / "cv" / "fold_0" / "checkpoints" / "last.ckpt").write_bytes(b"")

@@ -55,7 +55,7 @@ class FilePrediction:
 
 def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int | None = None) -> TrainedModel:
     """Load a checkpoint with the settings of the run that made it: those embedded in the checkpoint, or, for
-    checkpoints written before alnvid embedded them, the config.yaml of its run folder (checkpoints/../).
+    older checkpoints without them, the config.yaml of its run folder (checkpoints/../).
     `eval_clips` overrides the run's number of evaluation clips per video (None keeps it)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -86,8 +86,8 @@ def _run_config(module: ALNClassifier, checkpoint: Path) -> RunConfig:
         raise AlnvidError("this checkpoint holds no run settings and is not inside its run folder (no "
                           "../config.yaml beside checkpoints/)", path=checkpoint,
                           fix="use it from inside its run folder (its config.yaml holds the crop, size and clip "
-                          "settings the model must be given), or retrain with this alnvid version, whose "
-                          "checkpoints carry their settings.")
+                          "settings the model must be given), or retrain with the current version of alnvid, "
+                          "whose checkpoints carry their settings.")
     return RunConfig.load(config_file)
 
 
