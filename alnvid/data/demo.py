@@ -18,8 +18,9 @@ its whole extent in view (`keyframe`), chosen from the probe position alone, ind
 the node's frames. It shows the node when the two coincide (about a third of the positives), so the static
 model is a fair baseline that sometimes sees the evidence, while a video model can find it in every loop.
 
-Two scanners differ in geometry (linear / convex), depth, gain, noise and speckle size, and scanner B omits
-the SequenceOfUltrasoundRegions so that the crop has to find the image itself. Headers and burned-in banners
+Two scanners, both high-frequency linear arrays as breast ultrasound uses, differ in screen layout, field of
+view, depth (so a millimetre spans fewer pixels on B), gain, dynamic range, noise and speckle size, and scanner B
+omits the SequenceOfUltrasoundRegions so that the crop has to find the image itself. Headers and burned-in banners
 carry FAKE identities ("DEMO^PATIENT^7") for privacy tests.
 """
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Scanner:
     site: str
     institution: str
     probe: str
-    geometry: str  # "linear" or "convex"
+    layout: str  # the vendor's screen: "banner" (patient on a dark top bar) or "lines" (three lines of text)
+    image_x: tuple[float, float]  # left and right edges of the image region, as fractions of the frame width
     depth_mm: float
     gain_db: float
     dynamic_range_db: float
@@ -74,10 +76,10 @@ class Scanner:
     writes_regions: bool
 
 
-SCANNER_A = Scanner("alnvid demo scanner A", "hospital_A", "DEMO GENERAL HOSPITAL A", "L12-5", "linear",
-                    40.0, 0.0, 58.0, -40.0, (0.8, 1.7), 20.0, True)
-SCANNER_B = Scanner("alnvid demo scanner B", "hospital_B", "DEMO UNIVERSITY HOSPITAL B", "C9-3", "convex",
-                    50.0, 4.0, 64.0, -32.0, (1.1, 2.4), 25.0, False)
+SCANNER_A = Scanner("alnvid demo scanner A", "hospital_A", "DEMO GENERAL HOSPITAL A", "L12-5", "banner",
+                    (0.13, 0.86), 40.0, 0.0, 58.0, -40.0, (0.8, 1.7), 20.0, True)
+SCANNER_B = Scanner("alnvid demo scanner B", "hospital_B", "DEMO UNIVERSITY HOSPITAL B", "L18-4", "lines",
+                    (0.17, 0.83), 45.0, 3.0, 62.0, -34.0, (1.0, 2.1), 25.0, False)
 
 
 @dataclass(frozen=True)
@@ -218,60 +220,27 @@ def render_demo_videos(patients: int = 60, frames: int = 32, seed: int = 0, *,
 
 
 class _Geometry:
-    """Where the image region lies in the frame and how beam space (depth x lateral) maps onto it."""
+    """Where the (linear-array) image region lies in the frame; beam space (depth x lateral) maps onto it 1:1."""
 
     def __init__(self, scanner: Scanner, rows: int, cols: int):
-        self.banner = max(12, round((0.075 if scanner.geometry == "linear" else 0.1) * rows))
-        if scanner.geometry == "linear":
-            x0, x1 = round(0.13 * cols), round(0.86 * cols)
-            y0, y1 = self.banner + max(2, round(0.02 * rows)), rows - max(2, round(0.02 * rows))
-            self.depth_px, self.lines = y1 - y0, x1 - x0
-            self.pixels = None
-            self.box = (x0, y0, x1, y1)
-            self.to_image = lambda d, l: (x0 + l, y0 + d)
-        else:
-            x0, x1 = round(0.1 * cols), round(0.9 * cols)
-            y0, y1 = self.banner + 4, rows - max(2, round(0.03 * rows))
-            half = math.radians(25.0)
-            outer = (x1 - x0) / (2 * math.sin(half))
-            inner = (outer - (y1 - y0)) / math.cos(half)
-            apex_x, apex_y = (x0 + x1) / 2, y0 - inner * math.cos(half)
-            self.depth_px = int(outer - inner)
-            mid = inner + self.depth_px / 2
-            self.lines = int(2 * half * mid)
-            yy, xx = np.mgrid[y0:y1, x0:x1]
-            radius, angle = np.hypot(xx - apex_x, yy - apex_y), np.arctan2(xx - apex_x, yy - apex_y)
-            depth, lateral = radius - inner, angle * mid + self.lines / 2
-            inside = (depth >= 0) & (depth <= self.depth_px - 1) & (lateral >= 0) & (lateral <= self.lines - 1)
-            self.pixels = (yy[inside] * cols + xx[inside]).astype(np.int64)
-            d, l = depth[inside], lateral[inside]
-            d0, l0 = np.minimum(d.astype(int), self.depth_px - 2), np.minimum(l.astype(int), self.lines - 2)
-            fd, fl = (d - d0).astype(np.float32), (l - l0).astype(np.float32)
-            base = d0 * self.lines + l0
-            self.taps = np.stack([base, base + 1, base + self.lines, base + self.lines + 1])
-            self.weights = np.stack([(1 - fd) * (1 - fl), (1 - fd) * fl, fd * (1 - fl), fd * fl])
-            self.box = (int(xx[inside].min()), int(yy[inside].min()), int(xx[inside].max()) + 1,
-                        int(yy[inside].max()) + 1)
-            self.to_image = lambda d, l: (apex_x + (inner + d) * np.sin((l - self.lines / 2) / mid),
-                                          apex_y + (inner + d) * np.cos((l - self.lines / 2) / mid))
+        self.banner = max(12, round((0.075 if scanner.layout == "banner" else 0.1) * rows))
+        x0, x1 = round(scanner.image_x[0] * cols), round(scanner.image_x[1] * cols)
+        y0, y1 = self.banner + max(2, round(0.02 * rows)), rows - max(2, round(0.02 * rows))
+        self.depth_px, self.lines = y1 - y0, x1 - x0
+        self.box = (x0, y0, x1, y1)
 
     def place(self, beam: np.ndarray, background: np.ndarray) -> np.ndarray:
         """Put beam-space grey images (F, depth, lines) into copies of the (H, W, 3) background."""
         out = np.empty((len(beam), *background.shape), np.uint8)
         out[:] = background
-        if self.pixels is None:
-            x0, y0, x1, y1 = self.box
-            out[:, y0:y1, x0:x1] = np.repeat(_to_uint8(beam)[..., None], 3, axis=-1)
-            return out
-        flat = beam.reshape(len(beam), -1)
-        grey = sum(flat[:, t] * w for t, w in zip(self.taps, self.weights))
-        out.reshape(len(beam), -1, 3)[:, self.pixels] = np.repeat(_to_uint8(grey)[..., None], 3, axis=-1)
+        x0, y0, x1, y1 = self.box
+        out[:, y0:y1, x0:x1] = np.repeat(_to_uint8(beam)[..., None], 3, axis=-1)
         return out
 
     def image_box(self, depth: np.ndarray, lateral: np.ndarray) -> tuple[int, int, int, int]:
         """Bounding box in frame pixels of beam-space points, clipped to the region."""
-        x, y = self.to_image(depth, lateral)
         bx0, by0, bx1, by1 = self.box
+        x, y = bx0 + lateral, by0 + depth
         return (int(np.clip(np.floor(x.min()), bx0, bx1)), int(np.clip(np.floor(y.min()), by0, by1)),
                 int(np.clip(np.ceil(x.max()) + 1, bx0, bx1)), int(np.clip(np.ceil(y.max()) + 1, by0, by1)))
 
@@ -556,7 +525,7 @@ def _annotations(case: DemoCase, geometry: _Geometry, rows: int, cols: int, px_p
     small = ImageFont.load_default(size=max(6, size - 2))
     left = f"{case.fake_name}  ID {case.fake_id}  DOB {case.birth_date:%Y-%m-%d}"
     right = f"{case.study_date:%d/%m/%Y}  {scanner.probe}  Breast  MI 0.9 TIs 0.3"
-    if scanner.geometry == "linear":
+    if scanner.layout == "banner":
         draw.rectangle((0, 0, cols - 1, geometry.banner - 2), fill=(24, 30, 44))
         draw.text((3, 1), left, fill=(235, 235, 235), font=font)
         draw.text((3, geometry.banner // 2), right, fill=(250, 220, 90), font=small)
@@ -585,7 +554,7 @@ def _annotations(case: DemoCase, geometry: _Geometry, rows: int, cols: int, px_p
     for y in range(top, bottom):
         level = round(255 * (bottom - y) / (bottom - top))
         draw.line((bar_x, y, bar_x + bar_w, y), fill=(level, level, level))
-    logo = (0, 170, 200) if scanner.geometry == "linear" else (230, 120, 30)
+    logo = (0, 170, 200) if scanner.layout == "banner" else (230, 120, 30)
     lx, ly = bar_x, y0 + 2
     draw.ellipse((lx, ly, lx + 2 * bar_w, ly + 2 * bar_w), fill=logo)
     draw.text((lx, ly + 2 * bar_w + 2), scanner.model[-1], fill=logo, font=font)
