@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -66,6 +67,43 @@ class EpochSeed(L.Callback):
         wrapped = getattr(getattr(getattr(trainer.train_dataloader, "sampler", None), "dataset", None), "_sampler", None)
         if hasattr(wrapped, "set_epoch"):
             wrapped.set_epoch(trainer.current_epoch)
+
+
+class PeriodicCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """A ModelCheckpoint (here: last.ckpt) written after an epoch only once `every_s` seconds have passed since the
+    previous write, and always after the final epoch (or the one where early stopping ends training).
+
+    Training is reseeded every epoch (EpochSeed), so a resume replays the epochs after the checkpoint exactly.
+    """
+
+    def __init__(self, *args, every_s: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.every_s = every_s
+        self._written = time.monotonic()
+        self._decision: tuple[int, bool] = (-1, False)
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        """Decided once per epoch: Lightning calls both hooks below and saves in one of them."""
+        epoch = trainer.current_epoch
+        if self._decision[0] != epoch:
+            now = time.monotonic()
+            final = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+            due = final or trainer.should_stop or now - self._written >= self.every_s
+            self._written = now if due else self._written
+            self._decision = (epoch, due)
+        return self._decision[1]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._written = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._due(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._due(trainer):
+            super().on_validation_end(trainer, pl_module)
 
 
 class FoldBookkeeping(L.Callback):

@@ -109,6 +109,10 @@ class TrainerConfig:
     study; validation and out-of-fold AUCs are then optimistic), or 'last' (a fixed epoch count chosen beforehand;
     validation and out-of-fold AUCs are unbiased)."""
     limit_train_batches: float = 1.0
+    checkpoint_every_s: float = 60.0
+    """last.ckpt (weights and optimizer state, for resuming) is written after an epoch once this many seconds have
+    passed since the previous one, and after the final epoch; 0 writes it every epoch. Saving a 280 MB checkpoint
+    after every few-second epoch costs more than the little training a resume would repeat."""
     progress: bool = True
     loggers: list[str] = field(default_factory=list)
     """Experiment loggers writing under <run>/logs/: any of csv, tensorboard, mlflow (epochs.csv is always kept)."""
@@ -174,6 +178,7 @@ class RunConfig:
 
 NEUTRAL_SETTINGS = {"data.cache_dir", "data.num_workers", "data.pin_memory", "model.channels_last",
                     "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.progress",
+                    "trainer.checkpoint_every_s",
                     "trainer.loggers", "explain.export", "explain.top_n",
                     "explain.gif", "out"}
 """Settings that leave a run's predictions as they are (where files go, speed, hardware); every other setting

@@ -32,7 +32,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from alnvid.callbacks import BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed
+from alnvid.callbacks import BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed, PeriodicCheckpoint
 from alnvid.config import RunConfig, changed_result_settings
 from alnvid.data.crop import Box
 from alnvid.data.datamodule import (
@@ -318,14 +318,16 @@ def selection_callbacks(config: RunConfig, folder: Path) -> list[L.Callback]:
 
     'best': the epoch of highest per-patient validation AUC. 'last': the final epoch, chosen before training, so
     the validation patients play no part in choosing the model. best.ckpt holds the weights and the run's settings
-    only (portable, a third of the size); last.ckpt adds the optimizer state, for resume.
+    only (portable, a third of the size); last.ckpt adds the optimizer state, for resume, every
+    `trainer.checkpoint_every_s` seconds and at the end.
     """
     monitor = MONITOR if config.trainer.selection == "best" else None
     callbacks: list[L.Callback] = [
         L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode="max",
                                             save_weights_only=True, enable_version_counter=False),
-        # A save_top_k=0 checkpoint would write last.ckpt only at the end: this one keeps the latest epoch.
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False),
+        # A save_top_k=0 checkpoint would write last.ckpt only at the end: this one keeps a recent epoch.
+        PeriodicCheckpoint(dirpath=folder, filename="last", enable_version_counter=False,
+                           every_s=config.trainer.checkpoint_every_s),
     ]
     if config.trainer.patience:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.trainer.patience))

@@ -58,9 +58,34 @@ def runs(tiny_cohort, tmp_path_factory):
     return root
 
 
+class LastCheckpointSeen(L.Callback):
+    """Records, at the start of each epoch, the epoch stored in last.ckpt (None before the first one is written)."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        stored = torch.load(self.path, map_location="cpu", weights_only=False) if self.path.is_file() else None
+        self.seen.append(None if stored is None else stored["epoch"])
+
+
+@pytest.mark.parametrize(("every_s", "expected"), [(0.0, [None, 0, 1]), (3600.0, [None, None, None])])
+def test_last_checkpoint_is_written_at_most_every_interval_and_at_the_end(tiny_cohort, tiny_data_config, tmp_path,
+                                                                          every_s, expected):
+    out = tmp_path / "run"
+    config = _config(tiny_cohort, tiny_data_config, out, epochs=3)
+    config.trainer.checkpoint_every_s = every_s
+    seen = LastCheckpointSeen(out / "checkpoints" / "last.ckpt")
+    fit(config, extra_callbacks=[seen])
+    assert seen.seen == expected
+    final = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["epoch"] == 2 and final["optimizer_states"]
+
+
 def test_fit_writes_every_artefact_and_resumes(tiny_cohort, tiny_data_config, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_cohort, tiny_data_config, out, epochs=2)
+    config.trainer.checkpoint_every_s = 0.0  # last.ckpt after every epoch, so the crash below leaves one
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(config, extra_callbacks=[CrashAt(1)])
     assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "summary.json").exists()
