@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from alnvid.errors import AlnvidError
 from alnvid.runs import fold_folder
 from alnvid.train import (
     Hardware,
+    build_datamodule,
+    check_inputs,
     detect_hardware,
     fit,
     is_global_zero,
@@ -129,8 +132,9 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
             on_fold_start(fold, folds)
         fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
             extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
-    if waiting:
-        _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start)
+    if waiting:  # decode and check every file once here, before the fold processes start (and write anything)
+        check_inputs(build_datamodule(config, manifest, progress), config)
+        _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run
     result = collect_cv(out)
@@ -143,9 +147,16 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     return result
 
 
-def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], processes: int, on_fold_start) -> None:
-    """Train folds `todo`, `processes` at a time, each as `python -m alnvid.cv` (run_cv with one fold)."""
+def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], processes: int, on_fold_start,
+                            cores: int) -> None:
+    """Train folds `todo`, `processes` at a time, each as `python -m alnvid.cv` (run_cv with one fold).
+
+    Each process gets its share of the cores for PyTorch's threads (unless OMP_NUM_THREADS is set): N processes
+    with all cores each would oversubscribe the CPU and stall on thread barriers.
+    """
     out = Path(config.out)
+    environment = {**os.environ}
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
     child = copy.deepcopy(config)
     child.trainer.progress = False
     child.save(out / "logs" / "cv_config.yaml")
@@ -161,7 +172,8 @@ def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], proc
                 with log.open("w") as stream:
                     command = [sys.executable, "-m", "alnvid.cv", str(out / "logs" / "cv_config.yaml"), str(folds),
                                str(fold)]
-                    running[fold] = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT), log
+                    running[fold] = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT,
+                                                     env=environment), log
             time.sleep(0.5)
             for fold, (process, log) in list(running.items()):
                 if process.poll() is not None:
