@@ -45,6 +45,8 @@ class DemoSettings:
     channels_last: bool = False
     elastic: bool = False
     workers: int = 0
+    parallel_folds: int | None = None
+    """Folds trained at a time, each in its own process (None: `cv.auto_parallel_folds`)."""
 
     def apply(self, config: RunConfig) -> RunConfig:
         data, trainer = config.data, config.trainer
@@ -87,7 +89,7 @@ smaller clips, is assumed."""
 DEMO_SETTINGS = {
     # lr, schedule and batch of the probe that learned on 2 cores (issue 9: fit --fast --epochs 12 --lr 5e-4).
     "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, epochs=14, lr=5e-4,
-                        schedule="cosine", batch_size=4),
+                        schedule="cosine", batch_size=4, parallel_folds=3),
     # Not measured (no GPU was available): chosen to stay well inside 10 minutes on one recent GPU in bf16.
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=5e-4,
                         schedule="cosine", batch_size=8, precision="bf16-mixed", channels_last=True, workers=4),
@@ -161,7 +163,7 @@ def run_protocol(
         config.out = str(out / "runs" / f"{model}-cv")
         config.trainer.progress = announce is not None
         say(f"Cross-validating {model} ({folds} folds)")
-        results[model] = run_cv(config, folds, progress=progress,
+        results[model] = run_cv(config, folds, progress=progress, parallel_folds=recipe.parallel_folds,
                                 on_fold_start=lambda k, n, m=model: say(f"{m}: fold {k + 1} of {n}"))
     say("Comparing video and static models and writing the report")
     report = build_report(out / "runs", out / "report", manifest=manifest)
