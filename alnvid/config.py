@@ -33,6 +33,10 @@ class DataConfig:
     """Network input side; None = the model's default (299 for InceptionV3), else the crop is rescaled."""
     augment: bool = True
     elastic: bool = True
+    augment_device: str = "auto"
+    """Where training clips are augmented: 'cpu' (albumentations, in the loader workers), 'gpu' (alnvid.data.
+    gpu_augment, on the training device after each batch's transfer; it runs on a CPU too) or 'auto' (gpu when the
+    run trains on a GPU). The two draw different random augmentations, so it changes results."""
     mask_overlays: bool = True
     """Blank burned-in annotations (text, calipers) inside the imaging region."""
     allow_modalities: list[str] = field(default_factory=list)
@@ -54,6 +58,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.still_frames", self.still_frames, ("middle", "all"))
+        _choice("data.augment_device", self.augment_device, ("auto", "cpu", "gpu"))
         if not isinstance(self.eval_clips, int) or self.eval_clips < 1:
             raise AlnvidError(f"data.eval_clips is {self.eval_clips!r}", fix="use a whole number of clips, 1 or more.")
 
@@ -189,6 +194,9 @@ def changed_result_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
         return out
 
     a, b = flat(saved.to_dict()), flat(wanted.to_dict())
+    for values in (a, b):  # a run saved before augment_device existed (never resolved) augmented on the CPU
+        if values.get("data.augment_device") == "auto":
+            values["data.augment_device"] = "cpu"
     return sorted(k for k in a.keys() | b.keys() if k not in NEUTRAL_SETTINGS and a.get(k) != b.get(k))
 
 
