@@ -185,3 +185,17 @@ def test_fit_trains_with_augmentation_after_transfer(tiny_cohort, tiny_data_conf
     assert result.runtime["augment"] == "gpu"
     assert RunConfig.load(tmp_path / "run" / "config.yaml").data.augment_device == "gpu"
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "epochs.csv")["train_loss"]).all()
+
+
+def test_data_pipeline_benchmark_tiny_runs_every_path():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "data_pipeline", Path(__file__).resolve().parents[1] / "benchmarks" / "data_pipeline.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    results = benchmark.main(["--tiny", "--workers", "0", "--batches", "2", "--device", "cpu", "--json"])
+    assert [(r["path"], r["workers"], r["device"]) for r in results] == [
+        ("cpu", 0, "cpu"), ("gpu", 0, "cpu"), ("frames", 0, "cpu")]
+    assert all(r["clips_per_s"] > 0 for r in results) and results[1]["augment_ms_per_batch"] > 0
