@@ -2,8 +2,8 @@
 
 Defaults are the study's protocol (clip length 16, batch 4, 300 epochs, Adam lr 1e-4, 256 px resize and
 224 px crop); `fast()` gives tiny settings for smoke runs on a laptop CPU. Speed settings that depend on the
-machine (precision, memory format, loader workers) default to 'auto' and are fixed when a run starts
-(`alnvid.train.resolve_auto`), so each run's saved config.yaml holds the values it used.
+machine (precision, memory format, loader workers, where clips are augmented) default to 'auto' and are fixed
+when a run starts (`alnvid.train.resolve_auto`), so each run's saved config.yaml holds the values it used.
 """
 from __future__ import annotations
 

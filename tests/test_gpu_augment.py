@@ -81,6 +81,17 @@ def test_elastic_moves_every_frame_of_a_clip_alike(real_clip):
     torch.testing.assert_close(augment_batch(clip, params, crop_size=32), plain, atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the CPU computation is the reference)")
+def test_cuda_equals_the_cpu_computation(real_clip):
+    clips = torch.from_numpy(np.stack([real_clip, real_clip[::-1].copy()]))
+    noise = torch.from_numpy(np.random.default_rng(5).standard_normal((2, *noise_grid_shape(40, 40)),
+                                                                      dtype=np.float32))
+    params = _params([True, False], [1, 6], [7, 2], elastic=torch.tensor([True, False]), noise=noise)
+    expected = augment_batch(clips, params, crop_size=32, input_size=48)
+    out = augment_batch(clips.cuda(), {k: v.cuda() for k, v in params.items()}, crop_size=32, input_size=48)
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-5, rtol=0)
+
+
 def _lag_correlation(field: np.ndarray, lag: int) -> float:
     a, b = field[..., :-lag], field[..., lag:]
     return float(np.mean((a - a.mean()) * (b - b.mean())) / field.var())
@@ -185,6 +196,9 @@ def test_fit_trains_with_augmentation_after_transfer(tiny_cohort, tiny_data_conf
     assert result.runtime["augment"] == "gpu"
     assert RunConfig.load(tmp_path / "run" / "config.yaml").data.augment_device == "gpu"
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "epochs.csv")["train_loss"]).all()
+    config.data.augment_device = "cpu"
+    with pytest.raises(AlnvidError, match=r"started with other settings \(data.augment_device\)"):
+        fit(config, resume=True)
 
 
 def test_data_pipeline_benchmark_tiny_runs_every_path():

@@ -187,7 +187,7 @@ class CohortDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Augment training batches drawn for augmentation on the device (`data.augment_device` 'gpu') where they
         now are: uint8 frames in, float clips (B, 3, T, H, W) or images (B, 3, H, W) in [0, 1] out."""
-        if "augment" in batch:
+        if isinstance(batch, dict) and "augment" in batch:
             batch["x"] = augment_batch(batch["x"], batch.pop("augment"), self.config.crop_size, self.input_size)
         return batch
 
