@@ -92,6 +92,18 @@ $PY -m alnvid fit --data "$DEMO/cohort/manifest.csv" --epochs 5 --out "$DEMO/fit
 echo "fit, 5 epochs at the study's settings, caching and start-up included: $((SECONDS - start)) s"
 
 echo "== 5. data pipeline from the cache (goal >= 400 clips/s with 16 cores)"
+$PY - <<'EOF' 2>&1 | tee "$LOG/augment_equal.txt"
+import torch
+from alnvid.data.gpu_augment import augment_batch, noise_grid_shape
+torch.manual_seed(0)
+x = torch.randint(0, 256, (4, 16, 256, 256, 3), dtype=torch.uint8)
+p = {"flip": torch.tensor([True, False, True, False]), "top": torch.tensor([0, 32, 5, 17]),
+     "left": torch.tensor([32, 0, 9, 3]), "elastic": torch.tensor([True, True, False, False]),
+     "noise": torch.randn(4, *noise_grid_shape(256, 256))}
+ref = augment_batch(x, p, 224)
+out = augment_batch(x.cuda(), {k: v.cuda() for k, v in p.items()}, 224)
+print("torch augmentation on CUDA vs the CPU: max |difference|", (out.cpu() - ref).abs().max().item(), "(want < 1e-5)")
+EOF
 timeout 240 $PY benchmarks/data_pipeline.py --manifest "$DEMO/cohort/manifest.csv" --cache-dir "$DEMO/cache" \
     --workers 8 16 2>&1 | tail -7 | tee "$LOG/data.txt"
 echo "GOAL data pipeline: 'augment gpu' (the default on a GPU) at 16 workers >= 400 clips/s; 'augment cpu' is the"
