@@ -9,7 +9,7 @@ one `grid_sample` (elastic) for the whole batch, so the CPU workers only copy ui
 The elastic field follows albumentations' construction, per-pixel noise normalised by its maximum, Gaussian-smoothed
 with sigma and scaled by alpha (displacements in pixels), but is drawn as noise on a grid `ELASTIC_STEP` times
 coarser (smoothed there, then upsampled): its spread, smoothness and bound |displacement| <= alpha are the same
-(tests/test_gpu_augment.py compares them), at a ninth of the random draws.
+(tests/test_gpu_augment.py compares them), at about a ninth of the random draws.
 """
 from __future__ import annotations
 
