@@ -12,7 +12,7 @@ from albumentations.augmentations.geometric.functional import generate_displacem
 from typer.testing import CliRunner
 
 from alnvid.cli.main import app
-from alnvid.cli.train import training_overrides
+from alnvid.cli.train import describe_runtime, training_overrides
 from alnvid.config import RunConfig, changed_result_settings, resolve_config
 from alnvid.data.cache import PreprocessCache
 from alnvid.data.datamodule import StillDataModule, VideoDataModule
@@ -194,6 +194,10 @@ def test_fit_trains_with_augmentation_after_transfer(tiny_cohort, tiny_data_conf
     config.trainer.progress, config.explain.export = False, False
     result = fit(config)
     assert result.runtime["augment"] == "gpu"
+    assert describe_runtime(result.runtime) == "CPU: 32-true, default memory layout, 0 loader workers, augmentation " \
+        "after collation"
+    assert describe_runtime({**result.runtime, "device": "NVIDIA H100"}).endswith(", augmentation on the GPU")
+    assert describe_runtime({**result.runtime, "augment": "cpu"}).endswith(", augmentation in the loader workers")
     assert RunConfig.load(tmp_path / "run" / "config.yaml").data.augment_device == "gpu"
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "epochs.csv")["train_loss"]).all()
     config.data.augment_device = "cpu"
