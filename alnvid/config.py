@@ -2,8 +2,8 @@
 
 Defaults are the study's protocol (clip length 16, batch 4, 300 epochs, Adam lr 1e-4, 256 px resize and
 224 px crop); `fast()` gives tiny settings for smoke runs on a laptop CPU. Speed settings that depend on the
-machine (precision, memory format, loader workers) default to 'auto' and are fixed when a run starts
-(`alnvid.train.resolve_auto`), so each run's saved config.yaml holds the values it used.
+machine (precision, memory format, loader workers, where clips are augmented) default to 'auto' and are fixed
+when a run starts (`alnvid.train.resolve_auto`), so each run's saved config.yaml holds the values it used.
 """
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ class DataConfig:
     """Network input side; None = the model's default (299 for InceptionV3), else the crop is rescaled."""
     augment: bool = True
     elastic: bool = True
+    augment_device: str = "auto"
+    """Where training clips are augmented: 'cpu' (albumentations, in the loader workers), 'gpu' (alnvid.data.
+    gpu_augment, on the training device after each batch's transfer; it runs on a CPU too) or 'auto' (gpu when the
+    run trains on a GPU). The two draw different random augmentations, so it changes results."""
     mask_overlays: bool = True
     """Blank burned-in annotations (text, calipers) inside the imaging region."""
     allow_modalities: list[str] = field(default_factory=list)
@@ -54,6 +58,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.still_frames", self.still_frames, ("middle", "all"))
+        _choice("data.augment_device", self.augment_device, ("auto", "cpu", "gpu"))
         if not isinstance(self.eval_clips, int) or self.eval_clips < 1:
             raise AlnvidError(f"data.eval_clips is {self.eval_clips!r}", fix="use a whole number of clips, 1 or more.")
 
@@ -194,6 +199,9 @@ def changed_result_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
         return out
 
     a, b = flat(saved.to_dict()), flat(wanted.to_dict())
+    for values in (a, b):  # a run saved before augment_device existed (never resolved) augmented on the CPU
+        if values.get("data.augment_device") == "auto":
+            values["data.augment_device"] = "cpu"
     return sorted(k for k in a.keys() | b.keys() if k not in NEUTRAL_SETTINGS and a.get(k) != b.get(k))
 
 

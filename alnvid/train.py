@@ -66,7 +66,7 @@ class FitResult:
     comparisons: dict[str, dict] = field(default_factory=dict)
     """Paired DeLong comparisons with the `compare_to` reference, by test split (comparison_<split>.json)."""
     runtime: dict[str, Any] = field(default_factory=dict)
-    """What the run used: device, precision, channels_last, workers (the 'auto' settings as resolved)."""
+    """What the run used: device, precision, channels_last, workers, augment (the 'auto' settings as resolved)."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,10 @@ def detect_hardware(accelerator: str = "auto") -> Hardware:
 def resolve_auto(config: RunConfig, hardware: Hardware | None = None, *, processes: int = 1) -> dict[str, Any]:
     """Fix the settings left to the machine, in place, and return what the run uses.
 
-    With a GPU: bf16-mixed precision (16-mixed where the GPU lacks bf16), channels_last memory format and
-    min(8, cores) loader workers. On the CPU: 32-true, the default layout and min(2, cores) workers (the CPU also
-    runs the model). ``processes`` runs share the cores (parallel folds): each gets at least one worker.
+    With a GPU: bf16-mixed precision (16-mixed where the GPU lacks bf16), channels_last memory format,
+    min(8, cores) loader workers and augmentation on the GPU. On the CPU: 32-true, the default layout, min(2, cores)
+    workers (the CPU also runs the model) and augmentation in the workers. ``processes`` runs share the cores
+    (parallel folds): each gets at least one worker.
     Settings given explicitly (e.g. ``--precision 32-true``) are kept.
     """
     hardware = hardware or detect_hardware(config.trainer.accelerator)
@@ -105,8 +106,11 @@ def resolve_auto(config: RunConfig, hardware: Hardware | None = None, *, process
         config.model.channels_last = hardware.gpu
     if config.data.num_workers is None:
         config.data.num_workers = max(1, min(8 if hardware.gpu else 2, hardware.cores // max(1, processes)))
+    if config.data.augment_device == "auto":
+        config.data.augment_device = "gpu" if hardware.gpu else "cpu"
     return {"device": hardware.name, "precision": config.trainer.precision,
-            "channels_last": config.model.channels_last, "workers": config.data.num_workers}
+            "channels_last": config.model.channels_last, "workers": config.data.num_workers,
+            "augment": config.data.augment_device}
 
 
 def build_datamodule(config: RunConfig, manifest: Manifest, progress: ProgressFn | None = None) -> CohortDataModule:

@@ -27,15 +27,15 @@ def test_gpu_gets_bf16_channels_last_and_capped_workers():
     config = RunConfig()
     chosen = resolve_auto(config, H100)
     assert chosen == {"device": "NVIDIA H100 80GB HBM3", "precision": "bf16-mixed", "channels_last": True,
-                      "workers": 8}
+                      "workers": 8, "augment": "gpu"}
     assert (config.trainer.precision, config.model.channels_last, config.data.num_workers) == ("bf16-mixed", True, 8)
     assert resolve_auto(RunConfig(), Hardware(gpu=True, name="old GPU", bf16=False, cores=4)) == {
-        "device": "old GPU", "precision": "16-mixed", "channels_last": True, "workers": 4}
+        "device": "old GPU", "precision": "16-mixed", "channels_last": True, "workers": 4, "augment": "gpu"}
 
 
 def test_cpu_keeps_full_precision_default_layout_and_few_workers():
     assert resolve_auto(RunConfig(), Hardware(gpu=False, cores=2)) == {
-        "device": "CPU", "precision": "32-true", "channels_last": False, "workers": 2}
+        "device": "CPU", "precision": "32-true", "channels_last": False, "workers": 2, "augment": "cpu"}
     assert resolve_auto(RunConfig(), Hardware(gpu=False, cores=1))["workers"] == 1
 
 
@@ -43,7 +43,7 @@ def test_explicit_settings_win_over_auto():
     config = RunConfig()
     config.trainer.precision, config.model.channels_last, config.data.num_workers = "32-true", False, 3
     assert resolve_auto(config, H100) == {"device": "NVIDIA H100 80GB HBM3", "precision": "32-true",
-                                          "channels_last": False, "workers": 3}
+                                          "channels_last": False, "workers": 3, "augment": "gpu"}
     # resolving twice changes nothing (cv resolves before its folds, fit again in each)
     assert resolve_auto(config, H100)["precision"] == "32-true"
 

@@ -39,6 +39,7 @@ def cv(
     strategy: Optional[str] = TRAINING_OPTIONS["strategy"],
     logger: Optional[list[str]] = TRAINING_OPTIONS["logger"],
     workers: Optional[int] = TRAINING_OPTIONS["workers"],
+    augment_on: Optional[str] = TRAINING_OPTIONS["augment_on"],
     cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
     seed: Optional[int] = TRAINING_OPTIONS["seed"],
     weights: Optional[str] = TRAINING_OPTIONS["weights"],

@@ -33,6 +33,10 @@ TRAINING_OPTIONS = {
                            "Default none (epochs.csv is always written)."),
     "workers": typer.Option(None, "--workers", help="DataLoader worker processes. Default: min(8, cores) with a "
                             "GPU, min(2, cores) on the CPU."),
+    "augment_on": typer.Option(None, "--augment-on", help="Where training clips are augmented (flip, elastic, "
+                               "crop): auto (default: gpu when training on a GPU, else cpu), cpu (albumentations in "
+                               "the loader workers) or gpu (torch, on the training device after each batch's "
+                               "transfer; runs on a CPU too). The two draw different augmentations."),
     "cache_dir": typer.Option(None, "--cache-dir", help="Where decoded, cropped frames are cached. "
                               "Default .alnvid-cache."),
     "seed": typer.Option(None, "--seed", help="Seed for splits, sampling, augmentation and initialisation. Default 0."),
@@ -65,7 +69,9 @@ def describe_runtime(runtime: dict) -> str:
     if not runtime:
         return "settings not recorded"
     layout = "channels_last" if runtime["channels_last"] else "default memory layout"
-    return f"{runtime['device']}: {runtime['precision']}, {layout}, {runtime['workers']} loader workers"
+    where = {"cpu": "in the loader workers", "gpu": "on the GPU" if runtime["device"] != "CPU" else "after collation"}
+    augment = f", augmentation {where[runtime['augment']]}" if "augment" in runtime else ""
+    return f"{runtime['device']}: {runtime['precision']}, {layout}, {runtime['workers']} loader workers{augment}"
 
 
 def training_overrides(**options) -> dict:
@@ -74,7 +80,7 @@ def training_overrides(**options) -> dict:
              "batch_size": "trainer.batch_size", "epochs": "trainer.epochs", "lr": "optim.lr",
              "weight_decay": "optim.weight_decay", "schedule": "optim.schedule", "precision": "trainer.precision",
              "accelerator": "trainer.accelerator", "devices": "trainer.devices", "strategy": "trainer.strategy",
-             "workers": "data.num_workers",
+             "workers": "data.num_workers", "augment_on": "data.augment_device",
              "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
              "allow_modality": "data.allow_modalities",
@@ -105,6 +111,7 @@ def fit(
     strategy: Optional[str] = TRAINING_OPTIONS["strategy"],
     logger: Optional[list[str]] = TRAINING_OPTIONS["logger"],
     workers: Optional[int] = TRAINING_OPTIONS["workers"],
+    augment_on: Optional[str] = TRAINING_OPTIONS["augment_on"],
     cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
     seed: Optional[int] = TRAINING_OPTIONS["seed"],
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
@@ -123,7 +130,8 @@ def fit(
     """Train one model: best and last checkpoints, per-epoch metrics, predictions and curves in --out.
 
     On a GPU the defaults are fast: bf16-mixed precision, channels_last memory format, min(8, cores) loader workers
-    with pinned memory and prefetching (opt out with --precision 32-true, --no-channels-last, --workers N)."""
+    with pinned memory and prefetching, and augmentation on the GPU (opt out with --precision 32-true,
+    --no-channels-last, --workers N, --augment-on cpu)."""
     from alnvid.config import resolve_config
     from alnvid.train import fit as run_fit
     from alnvid.train import is_global_zero

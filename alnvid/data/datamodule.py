@@ -19,6 +19,7 @@ from alnvid.config import DataConfig
 from alnvid.data.cache import PreprocessCache, Preprocessed
 from alnvid.data.crop import Box
 from alnvid.data.folds import holdout, patient_folds
+from alnvid.data.gpu_augment import augment_batch, draw_params
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
 from alnvid.data.sampling import SeededShuffle, eval_clip_indices, segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
@@ -38,6 +39,7 @@ class _CohortDataset(Dataset):
         self.train = train
         self.transform = clip_transform(config.crop_size, input_size, train=train and config.augment,
                                         elastic=config.elastic)
+        self.on_device = train and config.augment and config.augment_device == "gpu"  # 'auto' unresolved: the CPU
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -63,6 +65,15 @@ class _CohortDataset(Dataset):
         return {"x": x, "label": int(row["label"]), "patient_id": str(row["patient_id"]),
                 "line": int(row["line"]), "frame_indices": torch.as_tensor(frame_indices)}
 
+    def _unaugmented(self, row: pd.Series, frames: np.ndarray, frame_indices: np.ndarray,
+                     rng: np.random.Generator) -> dict:
+        """A training item for augmentation on the device: uint8 frames as cached, (T, H, W, 3) or one (H, W, 3),
+        and this item's augmentation parameters (applied by CohortDataModule.on_after_batch_transfer)."""
+        height, width = frames.shape[-3:-1]
+        item = self._item(row, torch.from_numpy(np.ascontiguousarray(frames)), frame_indices)
+        item["augment"] = draw_params(rng, height, width, self.config.crop_size, elastic=self.config.elastic)
+        return item
+
 
 class ClipDataset(_CohortDataset):
     """One clip of T frames per video, as (3, T, H, W) in [0, 1]; at evaluation with `eval_clips` K > 1, K clips
@@ -78,6 +89,8 @@ class ClipDataset(_CohortDataset):
             return self._item(row, clips, indices)
         indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
                                   rng=rng)
+        if self.on_device:
+            return self._unaugmented(row, video.frames[indices], indices, rng)
         return self._item(row, apply_to_clip(self.transform, video.frames[indices]), indices)
 
 
@@ -101,6 +114,9 @@ class StillDataset(_CohortDataset):
             indices = segment_indices(video.n_frames, self.config.frames, random=False)
         else:
             indices = np.array([video.n_frames // 2])
+        if self.on_device:
+            frame = np.array(video.frames[indices[0]])  # a copy: the memory-mapped cache is read-only
+            return self._unaugmented(row, frame, indices, rng)
         frames = apply_to_clip(self.transform, video.frames[indices]).permute(1, 0, 2, 3)  # (K, 3, H, W)
         if self.config.still_frames == "all" and not self.train:
             frames = frames.expand(self.config.frames, -1, -1, -1) if len(indices) == 1 else frames
@@ -167,6 +183,13 @@ class CohortDataModule(L.LightningDataModule):
         if rows is None:
             rows = self.manifest.rows(split)
         return self._loader(self.dataset(rows, train=False))
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Augment training batches drawn for augmentation on the device (`data.augment_device` 'gpu') where they
+        now are: uint8 frames in, float clips (B, 3, T, H, W) or images (B, 3, H, W) in [0, 1] out."""
+        if isinstance(batch, dict) and "augment" in batch:
+            batch["x"] = augment_batch(batch["x"], batch.pop("augment"), self.config.crop_size, self.input_size)
+        return batch
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         workers = self.config.num_workers or 0  # None (auto) is resolved when a run starts; 0 elsewhere

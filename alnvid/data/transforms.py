@@ -3,12 +3,15 @@
 Training: random horizontal flip, elastic transform, random crop (resize -> crop, e.g. 256 -> 224);
 evaluation: centre crop. Then optional rescale to the network's input side and scaling to [0, 1].
 albumentations' `images=` target draws one set of random parameters for the whole stack of frames.
+`alnvid.data.gpu_augment` does the training steps in torch on a collated batch instead (`data.augment_device`).
 """
 from __future__ import annotations
 
 import albumentations as A
 import numpy as np
 import torch
+
+from alnvid.data.gpu_augment import ELASTIC_ALPHA, ELASTIC_SIGMA
 
 
 def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elastic: bool = True) -> A.Compose:
@@ -17,7 +20,7 @@ def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elast
     if train:
         steps.append(A.HorizontalFlip(p=0.5))
         if elastic:
-            steps.append(A.ElasticTransform(alpha=30.0, sigma=6.0, p=0.5))
+            steps.append(A.ElasticTransform(alpha=ELASTIC_ALPHA, sigma=ELASTIC_SIGMA, p=0.5))
         steps.append(A.RandomCrop(crop_size, crop_size))
     else:
         steps.append(A.CenterCrop(crop_size, crop_size))
