@@ -63,6 +63,9 @@ class DataConfig:
             raise AlnvidError(f"data.eval_clips is {self.eval_clips!r}", fix="use a whole number of clips, 1 or more.")
 
 
+INPUT_NORMS = ("none", "clip")
+
+
 @dataclass
 class ModelConfig:
     """Which backbone, and optional local weights (nothing is downloaded)."""
@@ -72,6 +75,13 @@ class ModelConfig:
     weights: str | None = None
     channels_last: bool | None = None
     """channels_last (channels_last_3d for 3D CNNs) memory format; None = auto: on with a GPU, off on the CPU."""
+    input_norm: str = "none"
+    """'none': the network sees pixels scaled to 0-1 (the study). 'clip': each clip (or image) is first standardised
+    to zero mean and unit variance over its own pixels, so that a scanner's gain and dynamic range, which differ
+    between hospitals, do not shift the prediction. Part of the network: predict, explain and export apply it."""
+
+    def __post_init__(self) -> None:
+        _choice("model.input_norm", self.input_norm, INPUT_NORMS)
 
 
 @dataclass

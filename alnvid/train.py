@@ -133,6 +133,7 @@ def build_module(config: RunConfig) -> ALNClassifier:
         epochs=config.trainer.epochs,
         weights=config.model.weights,
         channels_last=config.model.channels_last,
+        input_norm=config.model.input_norm,
     )
     module.run_config = config.to_dict()
     return module

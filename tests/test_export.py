@@ -27,14 +27,15 @@ from alnvid.models.module import ALNClassifier
 from alnvid.models.trained import TrainedModel
 
 
-def _tiny_model(name: str) -> TrainedModel:
+def _tiny_model(name: str, input_norm: str = "none") -> TrainedModel:
     """A randomly initialised model of the registry at T 4 and 32 px, wrapped like a loaded checkpoint."""
     torch.manual_seed(0)
     config = RunConfig()
-    config.model.name = name
+    config.model.name, config.model.input_norm = name, input_norm
     config.data.frames, config.data.resize, config.data.crop_size, config.data.input_size = 4, 40, 32, 32
     config.data.still_frames = "all"
-    return TrainedModel(ALNClassifier(model_name=name, num_frames=4).eval(), config, Path("unused.ckpt"))
+    module = ALNClassifier(model_name=name, num_frames=4, input_norm=input_norm).eval()
+    return TrainedModel(module, config, Path("unused.ckpt"))
 
 
 def _batch(model: TrainedModel, size: int, seed: int) -> torch.Tensor:
@@ -61,6 +62,16 @@ def test_exported_probabilities_equal_pytorch(name, fmt, tmp_path):
         assert got.shape == expected.shape == (size, 2)
         assert torch.allclose(got, expected, atol=1e-4, rtol=0)
         assert torch.allclose(got.sum(1), torch.ones(size), atol=1e-5)
+
+
+def test_exported_file_standardises_clips_like_the_model(tmp_path):
+    """A model trained with input_norm 'clip' keeps the standardisation inside the exported network."""
+    model = _tiny_model("tin", input_norm="clip")
+    export_model(model, "onnx", tmp_path / "tin.onnx")
+    x = _batch(model, 3, seed=12) * 0.4 + 0.3  # another gain: the standardisation must happen inside the file
+    with torch.no_grad():
+        expected = model.module.class_probabilities(x)
+    assert torch.allclose(load_exported(tmp_path / "tin.onnx").class_probabilities(x), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("side", [1, 2, 3, 7, 9, 20])

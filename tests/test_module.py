@@ -26,6 +26,22 @@ def test_probability_is_softmax_of_class_one():
         assert torch.allclose(module.class_probabilities(frames)[0], expected)
 
 
+def test_clip_input_norm_standardises_each_item_before_the_backbone():
+    torch.manual_seed(0)
+    module = ALNClassifier("tin", num_frames=4, input_norm="clip").eval()
+    gain = torch.tensor([1.0, 0.3, 2.0]).view(3, 1, 1, 1, 1)
+    x = torch.rand(3, 3, 4, 32, 32) * gain + torch.tensor([0.0, 0.5, -1.0]).view(3, 1, 1, 1, 1)
+    items = x.numpy().reshape(3, -1)
+    expected = (items - items.mean(1, keepdims=True)) / (items.std(1, ddof=1, keepdims=True) + 1e-3)
+    with torch.no_grad():
+        direct = module.model(torch.from_numpy(expected.reshape(x.shape)).float())
+        assert torch.allclose(module(x), direct, atol=1e-5)
+        # another gain and offset (a scanner's brightness and contrast) leaves the prediction as it was
+        assert torch.allclose(module.class_probabilities(x * 1.7 + 0.2), module.class_probabilities(x), atol=2e-3)
+        plain = ALNClassifier("tin", num_frames=4).eval()
+        assert torch.equal(plain(x), plain.model(x))
+
+
 def test_optimiser_is_adam_with_the_study_learning_rate():
     optimizer = ALNClassifier("resnet50").configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-4

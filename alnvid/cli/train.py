@@ -44,8 +44,14 @@ TRAINING_OPTIONS = {
                             "Default: random initialisation, as in the study."),
     "channels_last": typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format "
                                   "(channels_last_3d for 3D CNNs). Default: on with a GPU, off on the CPU."),
+    "input_norm": typer.Option(None, "--input-norm", help="none (default: pixels 0-1, the study) or clip (each clip "
+                               "or image standardised over its own pixels first, so another scanner's gain and "
+                               "dynamic range do not shift predictions)."),
     "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better per-patient "
                              "validation AUC."),
+    "checkpoint_every": typer.Option(None, "--checkpoint-every", help="Seconds between saves of last.ckpt (weights "
+                                     "and optimizer, for --resume); it is always saved after the final epoch. "
+                                     "0 saves every epoch. Default 60."),
     "selection": typer.Option(None, "--selection", help="Model kept as best.ckpt: best (epoch of best per-patient "
                               "validation AUC, the study; validation/out-of-fold AUC then optimistic) or last (the "
                               "final epoch of a count fixed beforehand; unbiased). Default best."),
@@ -84,7 +90,8 @@ def training_overrides(**options) -> dict:
              "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
              "allow_modality": "data.allow_modalities",
-             "selection": "trainer.selection", "eval_clips": "data.eval_clips"}
+             "selection": "trainer.selection", "eval_clips": "data.eval_clips",
+             "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
@@ -116,7 +123,9 @@ def fit(
     seed: Optional[int] = TRAINING_OPTIONS["seed"],
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
+    input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
+    checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
     selection: Optional[str] = TRAINING_OPTIONS["selection"],
     eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],

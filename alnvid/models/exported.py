@@ -30,6 +30,7 @@ import alnvid
 from alnvid.config import RunConfig
 from alnvid.data.cache import CACHE_FORMAT, default_cache_dir
 from alnvid.errors import AlnvidError, InputFileError
+from alnvid.models.module import standardise_items
 from alnvid.models.registry import ModelSpec, get_model_spec
 from alnvid.models.trained import TrainedModel
 from alnvid.utils import atomic_path
@@ -57,14 +58,16 @@ METADATA_KEYS = ("format_version", "alnvid_version", "model_name", "input_kind",
 
 
 class _Probabilities(nn.Module):
-    """The network followed by a float32 softmax: what `ALNClassifier.class_probabilities` computes per item."""
+    """The network followed by a float32 softmax, after the per-item standardisation when the model was trained
+    with it (`model.input_norm` 'clip'): what `ALNClassifier.class_probabilities` computes per item."""
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, standardise: bool = False):
         super().__init__()
         self.network = network
+        self.standardise = standardise
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.network(x)
+        out = self.network(standardise_items(x) if self.standardise else x)
         logits = out.logits if hasattr(out, "logits") else out
         return logits.float().softmax(-1)
 
@@ -146,7 +149,8 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path) -> dict[str, An
         raise AlnvidError(f"unknown export format {fmt!r}", fix=f"use --format {' or --format '.join(FORMATS)}.")
     out = Path(out)
     metadata = metadata_for(model)
-    wrapper = _Probabilities(_exportable(model.module.model)).float().eval().cpu()
+    standardise = model.module.hparams.get("input_norm", "none") == "clip"
+    wrapper = _Probabilities(_exportable(model.module.model), standardise).float().eval().cpu()
     trace_input, check_input = example_input(metadata, 2, seed=0), example_input(metadata, 3, seed=1)
     with torch.no_grad():
         expected = wrapper(check_input).numpy()

@@ -28,6 +28,15 @@ from alnvid.models.registry import build_model, get_model_spec
 RUN_CONFIG_KEY = "alnvid_run_config"
 
 
+def standardise_items(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Each item of a batch (a clip (3, T, H, W) or an image (3, H, W)) to zero mean and unit variance over all of
+    its pixels: the `input_norm` 'clip' layer, with no parameters."""
+    dims = tuple(range(1, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True)
+    return (x - mean) / (std + eps)
+
+
 class ALNClassifier(L.LightningModule):
     """Binary ALN-metastasis classifier around a registered backbone."""
 
@@ -43,6 +52,7 @@ class ALNClassifier(L.LightningModule):
         weights: str | None = None,
         channels_last: bool = False,
         aux_loss_weight: float = 0.4,
+        input_norm: str = "none",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -144,7 +154,10 @@ class ALNClassifier(L.LightningModule):
         return optimizer
 
     def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
-        """The input in the model's memory format (when channels_last is on and the ranks match)."""
+        """The input, standardised per clip or image if `input_norm` is 'clip', in the model's memory format (when
+        channels_last is on and the ranks match)."""
+        if self.hparams.get("input_norm", "none") == "clip":
+            x = standardise_items(x)
         if self.hparams.channels_last and x.dim() == (5 if self.memory_format == torch.channels_last_3d else 4):
             return x.contiguous(memory_format=self.memory_format)
         return x
