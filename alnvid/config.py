@@ -33,6 +33,10 @@ class DataConfig:
     """Network input side; None = the model's default (299 for InceptionV3), else the crop is rescaled."""
     augment: bool = True
     elastic: bool = True
+    intensity: float = 0.0
+    """Training only: each clip's brightness shifted by up to ± this fraction of white and its contrast scaled by
+    1 ± this, alike on every frame, as scanners set to another gain or dynamic range show the same tissue.
+    0 = off (the study)."""
     augment_device: str = "auto"
     """Where training clips are augmented: 'cpu' (albumentations, in the loader workers), 'gpu' (alnvid.data.
     gpu_augment, on the training device after each batch's transfer; it runs on a CPU too) or 'auto' (gpu when the

@@ -45,31 +45,33 @@ class DemoSettings:
     channels_last: bool = False
     elastic: bool = False
     workers: int = 0
-    input_norm: str = "none"
+    input_size: int | None = None
+    """Side the crop is rescaled to for the network (None: the crop's own)."""
+    intensity: float = 0.0
     parallel_folds: int | None = None
     """Folds trained at a time, each in its own process (None: `cv.auto_parallel_folds`)."""
 
     def apply(self, config: RunConfig) -> RunConfig:
         data, trainer = config.data, config.trainer
         data.frames, data.resize, data.crop_size, data.elastic = self.frames, self.resize, self.crop_size, self.elastic
-        data.input_size = self.crop_size
+        data.input_size = self.input_size or self.crop_size
+        data.intensity = self.intensity
         data.num_workers = self.workers
         config.optim.lr, config.optim.schedule = self.lr, self.schedule
         trainer.epochs, trainer.batch_size, trainer.precision = self.epochs, self.batch_size, self.precision
         config.model.channels_last = self.channels_last
-        config.model.input_norm = self.input_norm
         config.explain.gif = False
         return config
 
     def describe(self) -> str:
         return (f"{self.name} settings ({self.patients} patients, {self.folds} folds, T {self.frames}, "
-                f"{self.crop_size} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, batch {self.batch_size}, "
-                f"{self.precision}{', clips standardised' if self.input_norm == 'clip' else ''})")
+                f"{self.input_size or self.crop_size} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, batch {self.batch_size}, "
+                f"{self.precision}{f', intensity ±{self.intensity:g}' if self.intensity else ''})")
 
     def clips_per_s(self, device: str) -> float:
         """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
         rate, frames, pixels, ceiling, _ = THROUGHPUT[device]
-        return min(ceiling, rate * frames * pixels ** 2 / (self.frames * self.crop_size ** 2))
+        return min(ceiling, rate * frames * pixels ** 2 / (self.frames * (self.input_size or self.crop_size) ** 2))
 
     def expected_minutes(self, device: str) -> float:
         """Rough training time of both models: TIN's training and validation clips (validation ~3 times cheaper),
@@ -90,12 +92,12 @@ smaller clips, is assumed."""
 
 DEMO_SETTINGS = {
     # lr, schedule and batch of the probe that learned on 2 cores (issue 9: fit --fast --epochs 12 --lr 5e-4).
-    "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, epochs=14, lr=5e-4,
-                        schedule="cosine", batch_size=4, input_norm="clip", parallel_folds=3),
+    "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, input_size=48,
+                        epochs=20, lr=5e-4, schedule="cosine", batch_size=4, intensity=0.2, parallel_folds=3),
     # Not measured (no GPU was available): chosen to stay well inside 10 minutes on one recent GPU in bf16.
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=5e-4,
                         schedule="cosine", batch_size=8, precision="bf16-mixed", channels_last=True, workers=4,
-                        input_norm="clip"),
+                        intensity=0.2),
     # The study's protocol (RunConfig's defaults), in bf16 with channels_last as measured in issue 10.
     "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
                           schedule="none", batch_size=4, precision="bf16-mixed", channels_last=True, elastic=True,

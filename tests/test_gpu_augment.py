@@ -217,3 +217,34 @@ def test_data_pipeline_benchmark_tiny_runs_every_path():
     assert [(r["path"], r["workers"], r["device"]) for r in results] == [
         ("cpu", 0, "cpu"), ("gpu", 0, "cpu"), ("frames", 0, "cpu")]
     assert all(r["clips_per_s"] > 0 for r in results) and results[1]["augment_ms_per_batch"] > 0
+
+
+def test_intensity_shifts_brightness_and_scales_contrast_of_the_whole_clip(real_clip):
+    batch = torch.from_numpy(real_clip[None])
+    params = _params([False], [0], [0], contrast=torch.tensor([1.5]), brightness=torch.tensor([-0.1]))
+    out = augment_batch(batch, params, crop_size=40)
+    expected = np.clip(real_clip.transpose(3, 0, 1, 2)[None].astype(np.float32) / 255 * 1.5 - 0.1, 0, 1)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+    drawn = [draw_params(np.random.default_rng(seed), 40, 40, 32, elastic=False, intensity=0.2) for seed in range(200)]
+    contrasts, brightnesses = np.array([d["contrast"] for d in drawn]), np.array([d["brightness"] for d in drawn])
+    assert 0.8 <= contrasts.min() < 0.85 and 1.15 < contrasts.max() <= 1.2
+    assert -0.2 <= brightnesses.min() < -0.15 and 0.15 < brightnesses.max() <= 0.2
+    assert "contrast" not in draw_params(np.random.default_rng(0), 40, 40, 32, elastic=False)
+
+
+def test_albumentations_intensity_is_one_brightness_and_contrast_per_clip(real_clip):
+    from alnvid.data.transforms import apply_to_clip, clip_transform
+
+    transform = clip_transform(40, None, train=True, elastic=False, intensity=0.2)
+    transform.set_random_seed(3)
+    out = apply_to_clip(transform, real_clip).numpy()  # (3, T, 40, 40)
+    source = real_clip.transpose(3, 0, 1, 2).astype(np.float64) / 255
+    if not np.allclose(out[..., 0], source[..., 0], atol=0.02):  # the flip coin came up: undo it
+        source = source[..., ::-1]
+    inside = (out > 0.02) & (out < 0.98)  # not clipped
+    design = np.stack([source[inside], np.ones(inside.sum())], axis=1)
+    (contrast, brightness), *_ = np.linalg.lstsq(design, out[inside], rcond=None)
+    assert 0.8 <= contrast <= 1.2 and -0.2 <= brightness <= 0.2 and abs(contrast - 1) + abs(brightness) > 0.01
+    # one (contrast, brightness) for every frame: the fit explains each frame to within uint8 rounding
+    residual = np.abs(out - np.clip(source * contrast + brightness, 0, 1))
+    assert residual.max() < 2.5 / 255

@@ -30,8 +30,10 @@ def noise_grid_shape(height: int, width: int) -> tuple[int, int, int]:
     return 2, math.ceil((height - 1) / ELASTIC_STEP) + 1, math.ceil((width - 1) / ELASTIC_STEP) + 1
 
 
-def draw_params(rng: np.random.Generator, height: int, width: int, crop_size: int, *, elastic: bool) -> dict:
-    """One clip's augmentation: flip, crop corner, and (when enabled) the elastic coin and its coarse noise.
+def draw_params(rng: np.random.Generator, height: int, width: int, crop_size: int, *, elastic: bool,
+                intensity: float = 0.0) -> dict:
+    """One clip's augmentation: flip, crop corner, (when enabled) the elastic coin and its coarse noise, and (when
+    `intensity` > 0) a brightness shift and contrast factor, as albumentations' RandomBrightnessContrast draws them.
 
     The noise is drawn even when the coin says no, so every item of a batch has the same keys and shapes.
     """
@@ -41,6 +43,9 @@ def draw_params(rng: np.random.Generator, height: int, width: int, crop_size: in
     if elastic:
         params["elastic"] = bool(rng.random() < 0.5)
         params["noise"] = torch.from_numpy(rng.standard_normal(noise_grid_shape(height, width), dtype=np.float32))
+    if intensity:
+        params["contrast"] = float(1 + rng.uniform(-intensity, intensity))
+        params["brightness"] = float(rng.uniform(-intensity, intensity))
     return params
 
 
@@ -79,6 +84,10 @@ def augment_batch(frames: torch.Tensor, params: dict, crop_size: int, input_size
                                antialias=True)
         out = folded.view(batch, channels, length, input_size, input_size)
     out = out.div_(255.0)
+    if "contrast" in params:  # x * contrast + brightness, in [0, 1]: RandomBrightnessContrast's rule
+        contrast = params["contrast"].to(device=device, dtype=out.dtype).view(batch, 1, 1, 1, 1)
+        brightness = params["brightness"].to(device=device, dtype=out.dtype).view(batch, 1, 1, 1, 1)
+        out = out.mul_(contrast).add_(brightness).clamp_(0.0, 1.0)
     return out[:, :, 0] if still else out
 
 

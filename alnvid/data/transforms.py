@@ -14,13 +14,17 @@ import torch
 from alnvid.data.gpu_augment import ELASTIC_ALPHA, ELASTIC_SIGMA
 
 
-def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elastic: bool = True) -> A.Compose:
-    """The albumentations pipeline for one clip (or one still image)."""
+def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elastic: bool = True,
+                   intensity: float = 0.0) -> A.Compose:
+    """The albumentations pipeline for one clip (or one still image); `intensity` > 0 adds a random brightness
+    (± intensity of white) and contrast (× 1 ± intensity) in training."""
     steps: list[A.BasicTransform] = []
     if train:
         steps.append(A.HorizontalFlip(p=0.5))
         if elastic:
             steps.append(A.ElasticTransform(alpha=ELASTIC_ALPHA, sigma=ELASTIC_SIGMA, p=0.5))
+        if intensity:
+            steps.append(A.RandomBrightnessContrast(brightness_limit=intensity, contrast_limit=intensity, p=1.0))
         steps.append(A.RandomCrop(crop_size, crop_size))
     else:
         steps.append(A.CenterCrop(crop_size, crop_size))
