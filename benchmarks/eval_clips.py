@@ -17,7 +17,7 @@ import pandas as pd
 from alnvid.config import RunConfig
 from alnvid.data.datamodule import development_split
 from alnvid.data.manifest import load_manifest
-from alnvid.inference import patient_predictions, predict_table
+from alnvid.inference import BatchInputs, patient_predictions, predict_inputs
 from alnvid.models.trained import load_trained
 from alnvid.stats import delong_ci
 
@@ -31,7 +31,8 @@ def score_run(folder: Path, clips: int) -> dict[str, pd.DataFrame]:
     _, val_rows = development_split(manifest, config.data)
     model = load_trained(folder / "checkpoints" / "best.ckpt", eval_clips=clips)
     splits = {"val": val_rows, **{split: manifest.rows(split) for split in manifest.test_splits}}
-    return {split: patient_predictions(predict_table(model, rows)) for split, rows in splits.items() if len(rows)}
+    return {split: patient_predictions(predict_inputs(model, BatchInputs.from_manifest_rows(rows))[0])
+            for split, rows in splits.items() if len(rows)}
 
 
 def score(folder: Path, clips: int) -> dict[str, pd.DataFrame]:

@@ -9,7 +9,7 @@ in positives a metastatic-looking node (enlarged, round, hypoechoic, with an ech
 crosses the scan plane during 30-40 % of the frames (`NODE_WINDOW`), at a random point of the loop; in negatives a
 normal node (oval, echogenic hilum) does the same in about half of the patients, and in a third of all loops
 an anechoic cyst crosses the plane as a distractor. Tumour size is weakly larger in positives (a weak cue in
-every frame). The evidence is large and contrasted enough to be learnt from scratch at 64 px.
+every frame). The evidence is large and contrasted enough to be seen at 48 px (the CPU demo's input).
 `demo_truth.csv` records where (`node_box`, x0,y0,x1,y1 in original pixels, the union over the visible frames)
 and when (`node_first_frame`, `node_last_frame`, 0-based loop frames) the evidence is visible.
 

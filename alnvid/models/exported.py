@@ -203,7 +203,7 @@ def _write_torchscript(wrapper: nn.Module, example: Tensor, metadata: dict[str, 
 @dataclass
 class ExportedModel:
     """An exported file with the same interface prediction uses for a checkpoint (`config`, `spec`,
-    `input_size`, `class_probabilities`), so `predict_file` and `predict_table` take either."""
+    `input_size`, `class_probabilities`), so `predict_file` and `inference.predict_inputs` take either."""
 
     path: Path
     format: ExportFormat
