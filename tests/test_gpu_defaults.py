@@ -106,8 +106,12 @@ def test_auto_parallel_folds_rule():
     assert auto_parallel_folds(5, Hardware(gpu=True, cores=16, free_gib=8)) == 1
 
 
-def test_parallel_folds_equal_sequential_folds(tiny_cohort, tiny_data_config, tmp_path):
-    """Two folds trained at once in their own processes give the predictions of the same folds one after another."""
+def test_parallel_folds_equal_sequential_folds(tiny_cohort, tiny_data_config, tmp_path, monkeypatch):
+    """Two folds trained at once in their own processes give the predictions of the same folds one after another.
+
+    With the same number of threads: by default each fold process gets its share of the cores, and another thread
+    count sums floating-point numbers in another order (equal results, not equal bits)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     results = {}
     for parallel in (1, 2):
         config = RunConfig(data=copy.deepcopy(tiny_data_config), out=str(tmp_path / f"parallel-{parallel}"))

@@ -88,8 +88,11 @@ def test_the_demo_identity_typed_inside_the_image_is_blanked(tmp_path):
         top = int(region.split(",")[1])
         assert (video.frames[0, :top].max(axis=-1) >= 200).sum() > 20  # the banner text, above the image
         for box in (imaging_region(video), imaging_region(video, use_dicom_regions=False)):
-            assert box.y0 >= top - 2  # ... is cropped away
-    video = read_video(tmp_path / table["path"][0])
+            # ... is cropped away: no text pixel in the crop. The motion crop may start up to one JPEG block (8 px)
+            # above the image, whose first rows make the whole block flicker, but not into the text.
+            assert box.y0 >= top - 8
+            assert (video.frames[0, box.y0:top, box.x0:box.x1].max(axis=-1) >= 200).sum() == 0
+    video = read_video(tmp_path / table.loc[table["site"] == "hospital_A", "path"].iloc[0])  # darker than B's gain
     box = imaging_region(video)
     name = "DEMO PATIENT 1"
     x, y = box.x0 + 10, box.y0 + box.height // 2
