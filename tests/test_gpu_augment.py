@@ -248,3 +248,12 @@ def test_albumentations_intensity_is_one_brightness_and_contrast_per_clip(real_c
     # one (contrast, brightness) for every frame: the fit explains each frame to within uint8 rounding
     residual = np.abs(out - np.clip(source * contrast + brightness, 0, 1))
     assert residual.max() < 2.5 / 255
+
+
+def test_intensity_input_norm_and_checkpoint_options_reach_the_settings():
+    overrides = training_overrides(intensity=0.2, input_norm="clip", checkpoint_every=0.0)
+    config = resolve_config(None, fast_settings=False, overrides=overrides)
+    assert (config.data.intensity, config.model.input_norm, config.trainer.checkpoint_every_s) == (0.2, "clip", 0.0)
+    assert changed_result_settings(RunConfig(), config) == ["data.intensity", "model.input_norm"]  # saving is neutral
+    with pytest.raises(AlnvidError, match="model.input_norm"):
+        resolve_config(None, fast_settings=False, overrides=training_overrides(input_norm="batch"))

@@ -44,6 +44,9 @@ TRAINING_OPTIONS = {
                             "Default: random initialisation, as in the study."),
     "channels_last": typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format "
                                   "(channels_last_3d for 3D CNNs). Default: on with a GPU, off on the CPU."),
+    "intensity": typer.Option(None, "--intensity", help="Training: random brightness (± this fraction of white) and "
+                              "contrast (x 1 ± this) per clip, as another scanner gain shows the same tissue. "
+                              "Default 0 (off, the study); the CPU demo uses 0.2."),
     "input_norm": typer.Option(None, "--input-norm", help="none (default: pixels 0-1, the study) or clip (each clip "
                                "or image standardised over its own pixels first, so another scanner's gain and "
                                "dynamic range do not shift predictions)."),
@@ -91,7 +94,8 @@ def training_overrides(**options) -> dict:
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
              "allow_modality": "data.allow_modalities",
              "selection": "trainer.selection", "eval_clips": "data.eval_clips",
-             "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm"}
+             "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
+             "intensity": "data.intensity"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
@@ -124,6 +128,7 @@ def fit(
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
+    intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
     selection: Optional[str] = TRAINING_OPTIONS["selection"],
