@@ -30,11 +30,11 @@ def _add(a, b):
 
 
 @triton.jit
-def _shift_forward(x_ptr, y_ptr, offset_ptr, weight_ptr, frames, groups, group_size, inner, inner_stride,
-                   outer_stride, group_stride, time_stride, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    group = tl.program_id(1)
-    j = tl.program_id(2) * BLOCK + tl.arange(0, BLOCK)
+def _gather(x_ptr, offset_ptr, row, group, j, frames, groups, group_size, inner, inner_stride, outer_stride,
+            group_stride, time_stride):
+    """Where row `row` (clip·frames + t) of group `group` reads, for elements `j` of the group: the two source
+    frames x[t - f] and x[t - f - 1] of the offset f + frac (zero outside the clip), and the indices both kernels
+    need again."""
     inside = j < group_size
     clip = row // frames
     t = row % frames
@@ -49,6 +49,18 @@ def _shift_forward(x_ptr, y_ptr, offset_ptr, weight_ptr, frames, groups, group_s
                  mask=inside & (source >= 0) & (source < frames), other=0.0)
     x1 = tl.load(x_ptr + clip_base + (source - 1) * time_stride + element,
                  mask=inside & (source >= 1) & (source <= frames), other=0.0)
+    return inside, clip, t, element, clip_base, frac, shift, x0, x1
+
+
+@triton.jit
+def _shift_forward(x_ptr, y_ptr, offset_ptr, weight_ptr, frames, groups, group_size, inner, inner_stride,
+                   outer_stride, group_stride, time_stride, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    group = tl.program_id(1)
+    j = tl.program_id(2) * BLOCK + tl.arange(0, BLOCK)
+    inside, clip, t, element, clip_base, frac, shift, x0, x1 = _gather(
+        x_ptr, offset_ptr, row, group, j, frames, groups, group_size, inner, inner_stride, outer_stride,
+        group_stride, time_stride)
     weight = tl.load(weight_ptr + row * groups + group)
     y = weight * ((1 - frac) * x0 + frac * x1)
     tl.store(y_ptr + clip_base + t * time_stride + element, y.to(y_ptr.dtype.element_ty), mask=inside)
@@ -62,21 +74,10 @@ def _shift_backward(x_ptr, grad_y_ptr, grad_x_ptr, offset_ptr, weight_ptr, weigh
     group = tl.program_id(1)
     block = tl.program_id(2)
     j = block * BLOCK + tl.arange(0, BLOCK)
-    inside = j < group_size
-    clip = row // frames
-    t = row % frames
-    element = group * group_stride + (j // inner) * outer_stride + (j % inner) * inner_stride
-    clip_base = clip * frames * time_stride
-    offset = tl.load(offset_ptr + clip * groups + group)
-    whole = tl.floor(offset)
-    frac = offset - whole
-    shift = tl.minimum(tl.maximum(whole, -frames - 1), frames + 1).to(tl.int32)
+    inside, clip, t, element, clip_base, frac, shift, x0, x1 = _gather(
+        x_ptr, offset_ptr, row, group, j, frames, groups, group_size, inner, inner_stride, outer_stride,
+        group_stride, time_stride)
     # Partial sums of row t: dL/dw[t] = sum gy[t]·shifted[t], dL/do += sum gy[t]·w[t]·(x[t-f-1] - x[t-f]).
-    source = t - shift
-    x0 = tl.load(x_ptr + clip_base + source * time_stride + element,
-                 mask=inside & (source >= 0) & (source < frames), other=0.0)
-    x1 = tl.load(x_ptr + clip_base + (source - 1) * time_stride + element,
-                 mask=inside & (source >= 1) & (source <= frames), other=0.0)
     grad_y = tl.load(grad_y_ptr + clip_base + t * time_stride + element, mask=inside, other=0.0)
     weight = tl.load(weight_ptr + row * groups + group)
     partial = (row * groups + group) * blocks + block
