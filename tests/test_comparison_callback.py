@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,7 +47,8 @@ def runs(tiny_cohort, tmp_path_factory):
     reference = _reference_csv(tiny_cohort, root / "reference.csv")
     cv = run_cv(_config(tiny_cohort, root, root / "cv"), folds=2, compare_to=reference)
     single = fit(_config(tiny_cohort, root, root / "fit", seed=1), compare_to=root / "cv")
-    return SimpleNamespace(root=root, reference=reference, cv=cv, fit=single)
+    yield SimpleNamespace(root=root, reference=reference, cv=cv, fit=single)
+    shutil.rmtree(root, ignore_errors=True)  # about 1 GB of checkpoints
 
 
 def _compare_cli(a, b) -> dict:

@@ -71,7 +71,8 @@ def ddp_run(tiny_cohort, tmp_path_factory):
         capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sync_dist" not in done.stderr  # no metric is left to one process's shard
-    return out, json.loads(done.stdout[done.stdout.index("{"):])  # one summary: the other process stays quiet
+    yield out, json.loads(done.stdout[done.stdout.index("{"):])  # one summary: the other process stays quiet
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_ddp_predictions_and_scores_equal_one_device(ddp_run):

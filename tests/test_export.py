@@ -3,6 +3,8 @@ and that `alnvid predict --model-file` runs like the checkpoint."""
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +127,7 @@ def test_predict_needs_exactly_one_model(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fast_tin_run(tiny_cohort, tmp_path_factory) -> Path:
+def fast_tin_run(tiny_cohort, tmp_path_factory) -> Iterator[Path]:
     """`alnvid fit --fast --model tin` for 1 epoch on the tiny cohort (Grad-CAM export off, to save time)."""
     root = tmp_path_factory.mktemp("fast-tin")
     settings = root / "settings.yaml"
@@ -134,7 +136,8 @@ def fast_tin_run(tiny_cohort, tmp_path_factory) -> Path:
                                       "--config", str(settings), "--cache-dir", str(root / "cache"),
                                       "--out", str(root / "run"), "--json"])
     assert result.exit_code == 0, result.output
-    return root / "run"
+    yield root / "run"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_export_cli_onnx_predicts_like_the_checkpoint(fast_tin_run, tiny_cohort, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -80,7 +81,7 @@ def one_frame_gif(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tin_checkpoint(tiny_cohort, tmp_path_factory) -> Path:
+def tin_checkpoint(tiny_cohort, tmp_path_factory) -> Iterator[Path]:
     """A TIN trained for one epoch on the tiny cohort (T 4, 32 px)."""
     from alnvid.config import DataConfig
     from alnvid.train import fit
@@ -90,7 +91,8 @@ def tin_checkpoint(tiny_cohort, tmp_path_factory) -> Path:
                                        num_workers=0, cache_dir=str(root / "cache")), out=str(root / "run"))
     config.data.manifest = str(tiny_cohort)
     config.trainer.epochs, config.trainer.progress, config.explain.export = 1, False, False
-    return fit(config).best_checkpoint
+    yield fit(config).best_checkpoint
+    shutil.rmtree(root, ignore_errors=True)
 
 
 # --- not an ultrasound -------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def runs(tiny_cohort, tmp_path_factory):
         config = _config(tiny_cohort, data, root / f"{model}-cv", model=model)
         config.explain.export = model == "tin"
         run_cv(config, folds=2)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # about 1.4 GB of checkpoints
 
 
 class LastCheckpointSeen(L.Callback):
