@@ -19,6 +19,7 @@ from alnvid.data.cache import Preprocessed
 from alnvid.data.crop import Box
 from alnvid.errors import AlnvidError, InputFileError
 from alnvid.explain import (
+    MIN_CAM_CELLS,
     GradCAM,
     InputGeometry,
     explain_file,
@@ -140,6 +141,41 @@ def test_matches_hand_computed_gradcam(folded, per_clip, target):
     # per-frame weights differ from per-clip weights on a clip whose frames differ
     if not per_clip:
         assert not np.allclose(result.heat, reference_cam(model, x, True, target).numpy(), atol=1e-3)
+
+
+class TwoStageClipNet(nn.Module):
+    """fine conv -> ReLU -> 2x2 average pool -> coarse conv -> ReLU -> global average pool -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fine = nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
+        self.coarse = nn.Conv3d(4, 5, (1, 3, 3), padding=(0, 1, 1))
+        self.fc = nn.Linear(5, 2)
+
+    def stages(self, x):
+        fine = self.fine(x)
+        coarse = self.coarse(F.avg_pool3d(fine.relu(), (1, 2, 2)))
+        return fine, coarse, self.fc(coarse.relu().mean((2, 3, 4)))
+
+    def forward(self, x):
+        return self.stages(x)[2]
+
+
+@pytest.mark.parametrize("size, layer", [(4, "fine"), (6, "coarse")])
+def test_maps_too_coarse_to_localise_are_taken_from_the_finer_layer(size, layer):
+    """At 4 px the coarse stage is 2 x 2 (under MIN_CAM_CELLS = 3), so the fine stage is explained; at 6 px it
+    is 3 x 3 and is explained itself. Either way the heat equals Grad-CAM written out on that stage."""
+    torch.manual_seed(5)
+    model = TwoStageClipNet()
+    x = torch.rand(1, 3, 3, size, size)
+    result = GradCAM(model, "coarse", finer_layer="fine")(x)
+    assert MIN_CAM_CELLS == 3 and result.layer == layer
+    fine, coarse, logits = model.stages(x)
+    act = fine if layer == "fine" else coarse
+    (grad,) = torch.autograd.grad(logits[0, 1], act)
+    cam = torch.relu((grad.mean((2, 3, 4), keepdim=True) * act).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(3, size, size), mode="trilinear", align_corners=False)[0, 0]
+    np.testing.assert_allclose(result.heat, (cam / cam.max()).detach().numpy(), atol=1e-5)
 
 
 def test_static_frames_are_each_explained_by_their_own_logit():

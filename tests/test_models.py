@@ -75,6 +75,24 @@ def test_shape_and_target_layer(models, name):
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
+def test_finer_layer_is_the_stage_before_with_finer_maps(models, name):
+    """Grad-CAM falls back on `finer_layer` where the target's maps are too coarse: it must be finer."""
+    spec = get_model_spec(name)
+    model = cached(models, name).eval()
+    captured = {}
+    handles = [model.get_submodule(layer).register_forward_hook(lambda m, i, out, layer=layer:
+                                                                captured.__setitem__(layer, out))
+               for layer in (spec.target_layer, spec.finer_layer)]
+    with torch.no_grad():
+        model(tiny_input(name))
+    for handle in handles:
+        handle.remove()
+    coarse, fine = captured[spec.target_layer], captured[spec.finer_layer]
+    assert fine.shape[-1] > coarse.shape[-1] and fine.shape[-2] > coarse.shape[-2]
+    assert fine.shape[0] == coarse.shape[0] and fine.dim() == coarse.dim()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_loss_decreases_on_a_fixed_batch(models, name):
     model = cached(models, name).train()
     x, y = tiny_input(name, seed=1), torch.tensor([0, 1])

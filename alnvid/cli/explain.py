@@ -23,8 +23,8 @@ def explain(
     eval_clips: Optional[int] = typer.Option(None, "--eval-clips", help="Video models: score the video as the mean "
                                              "over K clips, as `predict --eval-clips K`, and explain those clips. "
                                              "Default: the run's setting (1 unless trained with --eval-clips)."),
-    per_clip: bool = typer.Option(False, "--per-clip", help="One channel weight per clip (pytorch-grad-cam) instead "
-                                  "of per frame (mmaction2, default)."),
+    per_clip: bool = typer.Option(True, "--per-clip/--per-frame", help="Channel weights: one per clip "
+                                  "(pytorch-grad-cam; frames compared on one scale) or one per frame (mmaction2)."),
     target_class: int = typer.Option(1, "--target-class", help="Class whose logit is explained: 1 = metastasis."),
     top_k: int = typer.Option(3, "--top-k", help="How many keyframes to report."),
     gif: bool = typer.Option(True, "--gif/--no-gif", help="Write an animated GIF of the sweep with the heatmap."),

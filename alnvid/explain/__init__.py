@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alnvid.explain.core import Explanation, explain_file, explain_video
 from alnvid.explain.export import GradCAMExport, export_gradcam
-from alnvid.explain.gradcam import GradCAM, GradCAMResult, normalise_clip
+from alnvid.explain.gradcam import MIN_CAM_CELLS, GradCAM, GradCAMResult, normalise_clip
 from alnvid.explain.keyframe import InputGeometry, Keyframe, heat_box, select_keyframes
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "GradCAMExport",
     "GradCAMResult",
     "InputGeometry",
+    "MIN_CAM_CELLS",
     "Keyframe",
     "explain_file",
     "explain_video",

@@ -84,6 +84,7 @@ class Explanation:
             "n_frames": self.n_frames,
             "frame_time_ms": self.frame_time_ms,
             "channel_weights": "per_clip" if self.per_clip_weights else "per_frame",
+            "layer": self.cam.layer,
             "multi_clip": self.multi_clip,
             "eval_clips": self.eval_clips,
             "files": {kind: path.name for kind, path in self.files.items()},
@@ -91,7 +92,7 @@ class Explanation:
 
 
 def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool = False,
-                  per_clip_weights: bool = False, target_class: int = 1) -> GradCAMResult:
+                  per_clip_weights: bool = True, target_class: int = 1) -> GradCAMResult:
     """Grad-CAM of a preprocessed video.
 
     Default: the clips the model scores at evaluation (TSN sampling over the loop; `eval_clips` interleaved clips
@@ -137,6 +138,7 @@ def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool 
         frame_indices=np.flatnonzero(seen.numpy()),
         target_class=target_class,
         frame_probs=(prob_sum[seen] / count[seen]).numpy() if model.spec.input_kind == "image" else None,
+        layer=cam.used_layer,
     )
 
 
@@ -146,7 +148,7 @@ def explain_file(
     out_dir: str | Path,
     *,
     multi_clip: bool = False,
-    per_clip_weights: bool = False,
+    per_clip_weights: bool = True,
     target_class: int = 1,
     top_k: int = 3,
     gif: bool = True,

@@ -25,6 +25,8 @@ class ModelSpec:
 
     input_kind: "clip" models take (N, C, T, H, W), "image" models (N, C, H, W); both return logits (N, classes).
     target_layer: dotted path of the last convolutional stage, for Grad-CAM.
+    finer_layer: the stage before it (half its stride), which Grad-CAM uses where the last stage's maps are too
+        coarse to localise anything at the input size (see ``alnvid.explain.gradcam.MIN_CAM_CELLS``).
     time_folded: the target layer's output is (N·T, C, h, w) (2D CNN on folded frames) rather than
         (N, C, t, h, w) or (N, C, h, w).
     input_size: the side length the architecture was designed for; min_input_size: the smallest that runs.
@@ -35,6 +37,7 @@ class ModelSpec:
     input_kind: InputKind
     kind: Family
     target_layer: str
+    finer_layer: str | None = None
     input_size: int = 224
     min_input_size: int = 32
     time_folded: bool = False
@@ -50,6 +53,7 @@ def register_model(
     input_kind: InputKind,
     target_layer: str,
     family: Family,
+    finer_layer: str | None = None,
     input_size: int = 224,
     min_input_size: int = 32,
     time_folded: bool = False,
@@ -69,6 +73,7 @@ def register_model(
             input_kind=input_kind,
             kind=family,
             target_layer=target_layer,
+            finer_layer=finer_layer,
             input_size=input_size,
             min_input_size=min_input_size,
             time_folded=time_folded,

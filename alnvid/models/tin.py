@@ -53,6 +53,7 @@ class TemporalResNet(nn.Module):
     input_kind="clip",
     family="video",
     target_layer="backbone.layer4",
+    finer_layer="backbone.layer3",
     time_folded=True,
     description="TIN-ResNet50: learned fractional temporal interlace in every bottleneck (Shao et al. 2020)",
 )
@@ -70,6 +71,7 @@ def tin_resnet50(num_classes: int = 2, num_frames: int = 16, shift_div: int = 4)
     input_kind="clip",
     family="video",
     target_layer="backbone.layer4",
+    finer_layer="backbone.layer3",
     time_folded=True,
     description="TSM-ResNet50: fixed one-frame shift of 2/shift_div of the channels (Lin et al. 2019)",
 )

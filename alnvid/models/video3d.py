@@ -43,6 +43,7 @@ def _head_kwargs(num_classes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     input_kind="clip",
     family="video",
     target_layer="blocks.4",
+    finer_layer="blocks.3",
     description="R(2+1)D-50 (pytorchvideo): factorised spatial + temporal convolutions",
 )
 def r2plus1d_50(num_classes: int = 2, **kwargs: Any) -> nn.Module:
@@ -61,6 +62,7 @@ def r2plus1d_50(num_classes: int = 2, **kwargs: Any) -> nn.Module:
     input_kind="clip",
     family="video",
     target_layer="blocks.4",
+    finer_layer="blocks.3",
     description="ResNet-3D-50 (pytorchvideo 'slow' ResNet): 3D bottlenecks with temporal kernels in res4-res5",
 )
 def resnet3d_50(num_classes: int = 2, **kwargs: Any) -> nn.Module:
@@ -79,6 +81,7 @@ def resnet3d_50(num_classes: int = 2, **kwargs: Any) -> nn.Module:
     input_kind="clip",
     family="video",
     target_layer="layer4",
+    finer_layer="layer3",
     description="R(2+1)D-18 (torchvision): lighter factorised 3D CNN",
 )
 def r2plus1d_18(num_classes: int = 2, **kwargs: Any) -> nn.Module:
@@ -91,6 +94,7 @@ def r2plus1d_18(num_classes: int = 2, **kwargs: Any) -> nn.Module:
     input_kind="clip",
     family="video",
     target_layer="layer4",
+    finer_layer="layer3",
     description="R3D-18 (torchvision): lighter full 3D CNN",
 )
 def r3d_18(num_classes: int = 2, **kwargs: Any) -> nn.Module:
