@@ -290,6 +290,18 @@ def test_keyframes_map_to_the_original_loop_and_skip_repeats():
     assert select_keyframes(heat, indices, top_k=1)[0].time_s is None
 
 
+def test_the_keyframe_is_where_the_heat_is_concentrated_not_spread():
+    heat = np.full((3, 4, 4), 0.3, np.float32)  # frame 0: weak heat everywhere (mass 4.8, nothing hot)
+    heat[1] = 0.0
+    heat[1, 1:3, 1:3] = 1.0  # frame 1: one hot spot (mass 4.0, all of it hot)
+    heat[2] = 0.0
+    heat[2, 0, 0] = 0.6  # frame 2: a small hot spot (hot mass 0.6)
+    keys = select_keyframes(heat, np.array([10, 11, 12]), top_k=3)
+    assert [k.frame_index for k in keys] == [11, 12, 10]
+    assert [k.hot_mass for k in keys] == pytest.approx([4.0, 0.6, 0.0])
+    assert [k.heat_mass for k in keys] == pytest.approx([4.0, 0.6, 4.8])
+
+
 def test_heat_box_in_original_pixels():
     # box 200x200 at (100, 50); resize 256, centre crop 224 (offset 16), input 112 (factor 2)
     geometry = InputGeometry(Box(100, 50, 300, 250), resize=256, crop_size=224, input_size=112)

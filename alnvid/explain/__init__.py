@@ -9,13 +9,14 @@ from __future__ import annotations
 from alnvid.explain.core import Explanation, explain_file, explain_video
 from alnvid.explain.export import GradCAMExport, export_gradcam
 from alnvid.explain.gradcam import MIN_CAM_CELLS, GradCAM, GradCAMResult, normalise_clip
-from alnvid.explain.keyframe import InputGeometry, Keyframe, heat_box, select_keyframes
+from alnvid.explain.keyframe import HOT, InputGeometry, Keyframe, heat_box, select_keyframes
 
 __all__ = [
     "Explanation",
     "GradCAM",
     "GradCAMExport",
     "GradCAMResult",
+    "HOT",
     "InputGeometry",
     "MIN_CAM_CELLS",
     "Keyframe",

@@ -67,7 +67,8 @@ class Explanation:
     def to_dict(self) -> dict:
         """JSON-ready summary (no header data, no input path)."""
         def frame(k: Keyframe) -> dict:
-            return {"frame_index": k.frame_index, "time_s": k.time_s, "heat_mass": round(k.heat_mass, 4)}
+            return {"frame_index": k.frame_index, "time_s": k.time_s, "heat_mass": round(k.heat_mass, 4),
+                    "hot_mass": round(k.hot_mass, 4)}
 
         return {
             "name": self.name,
