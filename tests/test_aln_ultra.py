@@ -102,7 +102,7 @@ def test_expert_by_the_reports_statistics_and_cohort_check(aln_ultra):
 
     # With the file check, empty placeholders are named as empty (nothing is decoded), and the counts still print.
     files = RUNNER.invoke(app, ["cohort", "check", str(out)])
-    assert files.exit_code == 1
+    assert files.exit_code == 2
     assert "still_path is an empty file" in files.output and "109/136" in files.output
 
 

@@ -87,7 +87,7 @@ def test_cohort_check_cli(tiny_cohort, tmp_path):
     table = _copy_cohort(tiny_cohort, tmp_path)
     table.loc[table.patient_id == "P003", "label"] = "2"
     bad = runner.invoke(app, ["cohort", "check", str(_write(table, tmp_path))])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2
     assert "label '2' is not 0 or 1" in bad.output and "1 problem(s)" in bad.output
 
 

@@ -26,7 +26,7 @@ def check(
                                                         "modality (e.g. CT); default ultrasound (US) only."),
 ) -> None:
     """Count videos and patients per split, site and label, each reader's sensitivity and specificity (95% exact
-    CIs, per patient), and list every problem. Exits 1 on problems."""
+    CIs, per patient), and list every problem. Exits 2 on problems, as every command does on bad input."""
     from alnvid.compare import reader_accuracy
     from alnvid.data.manifest import check_manifest
 
@@ -61,7 +61,7 @@ def check(
         console.print("[bold green]No problems found.[/]" if result.ok else
                       f"[bold red]{len(result.problems)} problem(s).[/] Fix them before training.")
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 def split_counts(counts: pd.DataFrame) -> pd.DataFrame:
