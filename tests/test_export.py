@@ -19,6 +19,7 @@ from alnvid.config import RunConfig
 from alnvid.errors import AlnvidError
 from alnvid.models.exported import (
     METADATA_KEYS,
+    OPTIONAL_METADATA_KEYS,
     TORCHSCRIPT_METADATA,
     _AdaptiveAvgPool2dByMatrices,
     _exportable,
@@ -26,7 +27,7 @@ from alnvid.models.exported import (
     load_exported,
 )
 from alnvid.models.module import ALNClassifier
-from alnvid.models.trained import TrainedModel
+from alnvid.models.trained import TrainedModel, load_trained
 
 
 def _tiny_model(name: str, input_norm: str = "none") -> TrainedModel:
@@ -95,7 +96,7 @@ def test_metadata_is_embedded_in_both_formats(tmp_path):
     extra = {TORCHSCRIPT_METADATA: ""}
     torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
     assert props == json.loads(extra[TORCHSCRIPT_METADATA])
-    assert set(props) == set(METADATA_KEYS)
+    assert set(props) == {*METADATA_KEYS, *OPTIONAL_METADATA_KEYS}
     assert {k: props[k] for k in ("model_name", "input_kind", "frames", "resize", "crop_size", "input_size",
                                   "mask_overlays", "still_frames", "num_classes")} == {
         "model_name": "resnet50", "input_kind": "image", "frames": 4, "resize": 40, "crop_size": 32,
@@ -167,6 +168,20 @@ def test_export_cli_onnx_predicts_like_the_checkpoint(fast_tin_run, tiny_cohort,
                           for s in ("test_a", "test_b")]).set_index("patient_id")["prob"]
     per_patient = runs["--model-file"].groupby("patient_id")["prob"].mean()
     assert np.allclose(per_patient[expected.index], expected, atol=1e-4, rtol=0)
+    # --eval-clips applies to the model file as to the checkpoint (3 clips per video, probabilities averaged)
+    clips = {option: pd.DataFrame(json.loads(CliRunner().invoke(
+        app, ["predict", str(cases), option, str(model), "--eval-clips", "3", "--json"]).output))
+        for option, model in (("--checkpoint", checkpoint), ("--model-file", model_file))}
+    assert np.allclose(clips["--model-file"]["prob"], clips["--checkpoint"]["prob"], atol=1e-4, rtol=0)
+    assert report["metadata"]["eval_clips"] == 1
+    # (the tiny loops hold T frames, so their 3 clips coincide: check the averaging on clips that differ)
+    exported_model, trained = load_exported(model_file, eval_clips=3), load_trained(checkpoint)
+    assert exported_model.config.data.eval_clips == 3
+    x = torch.rand(2, 3, 3, 8, 64, 64, generator=torch.Generator().manual_seed(0))  # (B, K clips, 3, T, H, W)
+    per_clip = exported_model.class_probabilities(x.flatten(0, 1)).view(2, 3, -1)
+    assert not torch.allclose(per_clip[:, 0], per_clip[:, 1], atol=1e-4)
+    torch.testing.assert_close(exported_model.class_probabilities(x), per_clip.mean(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(exported_model.class_probabilities(x), trained.class_probabilities(x), atol=1e-4, rtol=0)
 
 
 def test_export_cli_refuses_unknown_format(fast_tin_run, tmp_path):

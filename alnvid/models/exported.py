@@ -49,12 +49,15 @@ TOLERANCE = 1e-4
 CROP_RULE = ("imaging region: DICOM ultrasound regions, else the largest region that moves over time (a manifest "
              "crop_box overrides it); burned-in overlays masked when mask_overlays; resized to resize x resize; "
              "centre crop crop_size x crop_size; rescaled to input_size x input_size; RGB scaled to [0, 1]")
-SAMPLING_RULE = {"clip": "T = frames frames at the centres of T equal segments of the whole loop",
+SAMPLING_RULE = {"clip": "T = frames frames at the centres of T equal segments of the whole loop (eval_clips K > 1: "
+                         "K interleaved such clips, their probabilities averaged)",
                  "image": "the still image, else the middle frame of the loop (still_frames: middle) or T = frames "
                           "frames at segment centres, their probabilities averaged (still_frames: all)"}
 METADATA_KEYS = ("format_version", "alnvid_version", "model_name", "input_kind", "num_classes", "frames", "resize",
                  "crop_size", "input_size", "mask_overlays", "still_frames", "crop_rule", "frame_sampling",
                  "preprocessing_version", "input_layout", "output")
+OPTIONAL_METADATA_KEYS = ("eval_clips",)
+"""Written since format 1 gained them; a file without them gets their default (eval_clips 1)."""
 
 
 class _Probabilities(nn.Module):
@@ -124,6 +127,7 @@ def metadata_for(model: TrainedModel) -> dict[str, Any]:
         "input_size": int(model.input_size),
         "mask_overlays": bool(data.mask_overlays),
         "still_frames": data.still_frames,
+        "eval_clips": int(data.eval_clips) if clip else 1,  # optional: files from before it score one clip
         "crop_rule": CROP_RULE,
         "frame_sampling": SAMPLING_RULE[spec.input_kind],
         "preprocessing_version": CACHE_FORMAT,
@@ -184,7 +188,7 @@ def _write_onnx(wrapper: nn.Module, example: Tensor, metadata: dict[str, Any], p
                           input_names=["x"], output_names=["probabilities"],
                           dynamic_axes={"x": {0: "batch"}, "probabilities": {0: "batch"}})
     graph = onnx.load(str(path))
-    for key in METADATA_KEYS:
+    for key in (*METADATA_KEYS, *OPTIONAL_METADATA_KEYS):
         graph.metadata_props.add(key=key, value=json.dumps(metadata[key]))
     graph.producer_name = "alnvid"
     onnx.save(graph, str(path))
@@ -228,16 +232,18 @@ class ExportedModel:
             return self._session(torch.from_numpy(x)).numpy()
 
     def class_probabilities(self, x: Tensor) -> Tensor:
-        """Probabilities (B, classes); several frames per item of a static model (B, K, 3, H, W) are averaged."""
+        """Probabilities (B, classes); several frames (B, K, 3, H, W) or clips (B, K, 3, T, H, W) per item are
+        averaged, as `ALNClassifier.class_probabilities` does."""
         array = x.detach().cpu().float().numpy()
-        if self.spec.input_kind == "image" and array.ndim == 5:
+        if array.ndim == (5 if self.spec.input_kind == "image" else 6):
             b, k = array.shape[:2]
             return torch.from_numpy(self.run(array.reshape(b * k, *array.shape[2:])).reshape(b, k, -1).mean(1))
         return torch.from_numpy(self.run(array))
 
 
-def load_exported(path: str | Path) -> ExportedModel:
-    """Open a file written by `alnvid export` (ONNX or TorchScript, told apart by content) with its metadata."""
+def load_exported(path: str | Path, *, eval_clips: int | None = None) -> ExportedModel:
+    """Open a file written by `alnvid export` (ONNX or TorchScript, told apart by content) with its metadata.
+    `eval_clips` overrides the exported run's number of evaluation clips per video (None keeps it)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError("exported model not found.", path=path,
@@ -250,6 +256,8 @@ def load_exported(path: str | Path) -> ExportedModel:
     config = RunConfig()
     for name in ("frames", "resize", "crop_size", "input_size", "mask_overlays", "still_frames"):
         setattr(config.data, name, metadata[name])
+    config.data.eval_clips = metadata.get("eval_clips", 1) if eval_clips is None else eval_clips
+    config.data.__post_init__()
     config.data.cache_dir = str(default_cache_dir())
     config.model.name, config.model.num_classes = metadata["model_name"], metadata["num_classes"]
     return ExportedModel(path, fmt, metadata, config, session)
@@ -265,7 +273,8 @@ def _open_onnx(path: Path) -> tuple[Any, dict[str, Any]]:
                              fix="give the file written by `alnvid export` (copy it again if it was truncated).") from None
     raw = session.get_modelmeta().custom_metadata_map
     try:
-        metadata = {key: json.loads(value) for key, value in raw.items() if key in METADATA_KEYS}
+        metadata = {key: json.loads(value) for key, value in raw.items()
+                    if key in METADATA_KEYS or key in OPTIONAL_METADATA_KEYS}
     except json.JSONDecodeError:
         metadata = {}
     return session, metadata
