@@ -159,7 +159,7 @@ def plan_demo_cases(patients: int, seed: int) -> list[DemoCase]:
     """Draw splits, labels, clinical variables and reader calls; each split gets both classes."""
     if patients < MIN_PATIENTS:
         raise AlnvidError(f"a demo cohort needs at least {MIN_PATIENTS} patients (two per split), got {patients}",
-                          fix=f"use --patients {MIN_PATIENTS} or more, or leave it out for the demo settings' own size.")
+                          fix=f"use --patients {MIN_PATIENTS} or more, or leave it out for the settings' own size.")
     rng = np.random.default_rng([seed, 1])
     n_test = max(2, round(0.15 * patients))
     sizes = {"train": patients - 2 * n_test, "test_a": n_test, "test_b": n_test}
