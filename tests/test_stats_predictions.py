@@ -116,3 +116,51 @@ def test_cli_error_is_red_message_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
     assert result.exit_code == 2
     assert "not found" in result.output and "Traceback" not in result.output
+
+
+def test_auc_by_group_equals_mann_whitney_on_each_group(asah, tmp_path):
+    """`stats --by gender` on aSAH's S100B: each group's AUC is its Mann-Whitney U / (cases x controls), with the
+    DeLong CI of that group alone; a one-class group gets its mean probability and no AUC."""
+    from scipy.stats import mannwhitneyu
+
+    from alnvid.stats.delong import delong_ci
+
+    table = asah.assign(group=asah["gender"])
+    table.loc[table.index[table["outcome"] == "Good"][:3], "group"] = "all_good"  # a group of one class
+    path = _write(table, "s100b", tmp_path / "s100b.csv", group=table["group"].to_numpy())
+    result = CliRunner().invoke(app, ["stats", str(path), "--scores", "score", "--by", "group", "--n-boot", "10",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    groups = {g["group"]: g for g in json.loads(result.output)["by"]["groups"]}
+    assert list(groups) == sorted(groups) and sum(g["n"] for g in groups.values()) == len(table)
+    for name in ("Female", "Male"):
+        part = table[table["group"] == name]
+        poor = part["outcome"] == "Poor"
+        u = mannwhitneyu(part.loc[poor, "s100b"], part.loc[~poor, "s100b"]).statistic
+        assert groups[name]["auc"] == pytest.approx(u / (poor.sum() * (~poor).sum()), abs=1e-12)
+        ci = delong_ci(poor.astype(int).to_numpy(), part["s100b"].to_numpy())
+        assert groups[name]["auc_delong"]["ci_low"] == pytest.approx(ci.ci_low, abs=1e-12)
+    one_class = groups["all_good"]
+    assert one_class["auc"] is None and one_class["n_cases"] == 0
+    assert one_class["mean_prob"] == pytest.approx(table.loc[table["group"] == "all_good", "s100b"].mean())
+
+
+def test_by_group_from_a_manifest_and_its_errors(asah, tmp_path):
+    path = _write(asah, "s100b", tmp_path / "s100b.csv")
+    manifest = pd.DataFrame({"patient_id": "P" + asah.rowname.astype(str), "site": asah["gender"]})
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    base = ["stats", str(path), "--scores", "score", "--n-boot", "10"]
+    text = CliRunner(env={"COLUMNS": "200"}).invoke(app, [*base, "--by", "site", "--manifest",
+                                                          str(tmp_path / "manifest.csv")])
+    assert text.exit_code == 0, text.output
+    assert "By site" in text.output and "Female" in text.output and "Male" in text.output
+    manifest.iloc[1:].to_csv(tmp_path / "short.csv", index=False)
+    refusals = {
+        "1 patient(s) of the predictions are not in": ["--by", "site", "--manifest", str(tmp_path / "short.csv")],
+        "has no site column": ["--by", "site"],
+        "--manifest is only used with --by": ["--manifest", str(tmp_path / "manifest.csv")],
+    }
+    for message, options in refusals.items():
+        result = CliRunner(env={"COLUMNS": "200"}).invoke(app, [*base, *options])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output

@@ -9,13 +9,17 @@ import typer
 from rich.table import Table
 
 from alnvid.cli._common import console, print_json, user_errors
+from alnvid.errors import AlnvidError
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT
 from alnvid.stats.metrics import DiagnosticMetrics
 from alnvid.stats.predictions import (
     SCORE_KINDS,
     Comparison,
+    GroupSummary,
     PredictionSummary,
+    group_column,
     load_predictions,
+    summarize_by,
     summarize_predictions,
 )
 
@@ -93,6 +97,18 @@ def _print_summary(s: PredictionSummary) -> None:
         console.print(f"Fleiss' kappa ({s.fleiss.n_raters} readers): {s.fleiss.kappa:.3f}, {_p(s.fleiss.p_value)}")
 
 
+def _groups_table(column: str, groups: list[GroupSummary]) -> Table:
+    table = Table(title=f"By {column} (DeLong 95% CI where a {column} has 2 or more patients of each class)",
+                  title_justify="left")
+    for name in (column, "patients", "positive", "negative", "mean prob", "AUC", "95% CI"):
+        table.add_column(name)
+    for g in groups:
+        ci = _ci(g.auc_delong.ci_low, g.auc_delong.ci_high) if g.auc_delong else "–"
+        table.add_row(g.group, str(g.n), str(g.n_cases), str(g.n_controls), f"{g.mean_prob:.3f}",
+                      "– (one class)" if g.auc is None else f"{g.auc:.3f}", ci)
+    return table
+
+
 @user_errors
 def stats(
     pred_csv: Path = typer.Argument(..., help="predictions CSV: patient_id,label,prob[,split,reader_<name>[_score]]"),
@@ -105,20 +121,38 @@ def stats(
     readers: Path = typer.Option(None, "--readers", help="Manifest (or CSV with patient_id and reader_<name>"
                                  "[_score] columns) whose readers' calls join the predictions, e.g. a run's "
                                  "predictions_test_a.csv with the cohort's reader_expert."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also give the AUC per value of this column, e.g. site or "
+                                     "fold: from the predictions CSV, or from --manifest."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="With --by: the cohort manifest (or any CSV "
+                                            "with patient_id) that holds the --by column. Default: PRED_CSV."),
 ) -> None:
-    """AUC with DeLong and bootstrap 95% CIs, metrics at the threshold with exact CIs, readers and kappa."""
+    """AUC with DeLong and bootstrap 95% CIs, metrics at the threshold with exact CIs, readers and kappa; with
+    --by, the AUC per site (or any other column)."""
+    from alnvid.io.table import read_csv_table
+
+    if manifest is not None and by is None:
+        raise AlnvidError("--manifest is only used with --by", fix="add --by COLUMN (e.g. --by site), or leave "
+                          "out --manifest.")
     pred = load_predictions(pred_csv, scores)
     if split is not None:
         pred = pred.select_split(split)
+    groups = None
+    if by is not None:
+        source = manifest or pred_csv
+        table = read_csv_table(source, "table", dtype=str, keep_default_na=False)
+        groups = summarize_by(pred, group_column(pred, table, by, str(source)))
     if readers is not None:
         from alnvid.compare import join_readers, readers_table
 
         pred = join_readers(pred, readers_table(readers), split or pred_csv.name)
     summary = summarize_predictions(pred, n_boot=n_boot, seed=seed, threshold=threshold)
     if json:
-        print_json(summary.to_dict())
+        print_json({**summary.to_dict(), **({"by": {"column": by, "groups": [g.to_dict() for g in groups]}}
+                                             if groups is not None else {})})
     else:
         _print_summary(summary)
+        if groups is not None:
+            console.print(_groups_table(by, groups))
 
 
 def print_comparison(c: Comparison) -> None:

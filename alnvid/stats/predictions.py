@@ -53,6 +53,7 @@ from alnvid.stats.metrics import (
 from alnvid.stats.roc import (
     STUDY_THRESHOLD,
     OperatingPoint,
+    auc,
     average_precision,
     youden_point,
 )
@@ -293,6 +294,61 @@ def youden_or_note(labels: np.ndarray, scores: np.ndarray) -> tuple[OperatingPoi
     if not np.isfinite(point.threshold):
         return None, "no threshold does better than chance (Youden's J is 0 at best)"
     return point, None
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """How the model scored one group of patients (a site, a fold, a scanner).
+
+    ``auc`` is None where the group holds one class only (then ``mean_prob`` is what there is to see);
+    ``auc_delong`` (the CI) is None where it holds fewer than 2 patients of a class.
+    """
+
+    group: str
+    n: int
+    n_cases: int
+    n_controls: int
+    mean_prob: float
+    auc: float | None
+    auc_delong: AucCI | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"group": self.group, "n": self.n, "n_cases": self.n_cases, "n_controls": self.n_controls,
+                "mean_prob": self.mean_prob, "auc": self.auc,
+                "auc_delong": None if self.auc_delong is None else self.auc_delong.to_dict()}
+
+
+def group_column(pred: Predictions, table: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """Each patient's value of ``column`` in ``table`` (its first row per patient), in ``pred``'s order; blank
+    values form the group '(blank)'. Every patient must be in the table; one kept as ``<id>#<line>`` (videos
+    with different labels, see `patient_level`) takes the value of ``<id>``."""
+    if "patient_id" not in table.columns or column not in table.columns:
+        present = ", ".join(c for c in table.columns if c not in REQUIRED_COLUMNS) or "none"
+        raise AlnvidError(f"{source} has no {'patient_id' if 'patient_id' not in table.columns else column} column "
+                          f"to group patients by (other columns: {present})",
+                          fix="give --by a column of that file, or --manifest a cohort manifest that has it.")
+    values = table.drop_duplicates("patient_id").set_index("patient_id")[column].astype(str).str.strip()
+    keys = [p if p in values.index or "#" not in p else p.rsplit("#", 1)[0] for p in pred.patient_id]
+    absent = [p for p in keys if p not in values.index]
+    if absent:
+        raise AlnvidError(f"{len(absent)} patient(s) of the predictions are not in {source} (e.g. {absent[0]})",
+                          fix="give --manifest the cohort manifest these predictions were made from.")
+    return values.loc[keys].replace("", "(blank)").to_numpy()
+
+
+def summarize_by(pred: Predictions, groups: np.ndarray, level: float = 0.95) -> list[GroupSummary]:
+    """Per group (in sorted order): patients, classes, mean score, and the AUC with its DeLong CI where the group
+    allows them. Per-site AUCs show whether a model ranks patients within a site or only tells sites apart."""
+    summaries = []
+    for group in sorted(set(groups)):
+        part = pred.subset(groups == group)
+        both = 0 < part.n_cases < part.n
+        wide = min(part.n_cases, part.n_controls) >= 2
+        summaries.append(GroupSummary(
+            group=str(group), n=part.n, n_cases=part.n_cases, n_controls=part.n_controls,
+            mean_prob=float(part.prob.mean()), auc=float(auc(part.label, part.prob)) if both else None,
+            auc_delong=delong_ci(part.label, part.prob, level) if wide else None))
+    return summaries
 
 
 def summarize_predictions(pred: Predictions, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
