@@ -174,6 +174,23 @@ def test_bad_checkpoints_give_a_message_not_a_traceback(kind, tiny_checkpoint, b
         assert not (tmp_path / command).exists()
 
 
+def test_a_checkpoint_whose_cache_folder_is_gone_uses_the_local_cache(tiny_checkpoint, batch, tmp_path,
+                                                                      monkeypatch):
+    """A checkpoint copied from another machine names that machine's cache folder: it is neither created nor
+    used here; the local cache ($ALNVID_CACHE) is."""
+    _, paths = batch
+    state = torch.load(tiny_checkpoint, weights_only=False)
+    state[RUN_CONFIG_KEY]["data"]["cache_dir"] = str(tmp_path / "other-machine" / "cache")
+    copied = tmp_path / "model.ckpt"
+    torch.save(state, copied)
+    monkeypatch.setenv("ALNVID_CACHE", str(tmp_path / "local-cache"))
+    here = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(copied), "--json"])
+    there = RUNNER.invoke(app, ["predict", str(paths[0]), "-c", str(tiny_checkpoint), "--json"])
+    assert here.exit_code == there.exit_code == 0, here.output + there.output
+    assert json.loads(here.stdout) == json.loads(there.stdout)
+    assert not (tmp_path / "other-machine").exists() and any((tmp_path / "local-cache").rglob("*.npy"))
+
+
 def test_copied_checkpoint_predicts_like_the_original(tiny_checkpoint, batch, tmp_path):
     _, paths = batch
     alone = tmp_path / "elsewhere" / "model.ckpt"

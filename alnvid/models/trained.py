@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from alnvid.config import DataConfig, RunConfig
-from alnvid.data.cache import PreprocessCache, Preprocessed
+from alnvid.data.cache import PreprocessCache, Preprocessed, default_cache_dir
 from alnvid.data.crop import Box
 from alnvid.data.sampling import eval_clip_indices, segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
@@ -72,6 +72,8 @@ def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int
                           "completely; a crashed run keeps checkpoints/last.ckpt.") from None
     config = _run_config(module, checkpoint)
     config.data.frames = module.hparams.num_frames
+    if not Path(config.data.cache_dir).is_dir():  # a checkpoint copied to another machine, or a run moved
+        config.data.cache_dir = str(default_cache_dir())
     if eval_clips is not None:
         config.data.eval_clips = eval_clips
         config.data.__post_init__()
