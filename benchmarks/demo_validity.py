@@ -1,6 +1,6 @@
 """Does Grad-CAM point at the demo's known truth? Keyframe and pointing hits of the TIN model on every test patient.
 
-Usage: python benchmarks/demo_validity.py [DEMO_FOLDER] [--seed 0] [--multi-clip] [--json]
+Usage: python benchmarks/demo_validity.py [DEMO_FOLDER] [--seed 0] [--multi-clip] [--oof] [--json]
 DEMO_FOLDER defaults to runs/demo (`make demo`); if it holds no finished demo, the demo is run into it first
 (`alnvid demo --out DEMO_FOLDER --seed SEED`). Each test split is explained as a user would, with
 `alnvid explain --manifest … --split …`, and scored against the cohort's demo_truth.csv, matching each
@@ -9,6 +9,9 @@ explanation to its patient by the file's sha256:
 - pointing hit: the hot box (heat >= 0.5 on the keyframe, original pixels) overlaps node_box;
 both on the truly positive test patients, and the AUC of the explained probabilities per split.
 Goal: keyframe hit >= 80 %, pointing hit >= 70 %.
+--oof scores the out-of-fold training patients instead, each explained by the fold model that did not train on
+it: the set on which alnvid's Grad-CAM choices (finer layer, per-clip weights, hot-heat keyframes) were made,
+so that the test patients stay untouched by them.
 """
 from __future__ import annotations
 
@@ -35,22 +38,38 @@ def main() -> None:
     parser.add_argument("demo", nargs="?", default="runs/demo", type=Path)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the demo to run if DEMO_FOLDER holds none.")
     parser.add_argument("--multi-clip", action="store_true", help="Explain every frame of the loop (slower).")
+    parser.add_argument("--oof", action="store_true", help="Score the out-of-fold training patients with their "
+                        "fold's model instead of the test patients with the best fold's.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     summary_file = args.demo / "runs" / "tin-cv" / "cv_summary.json"
     if not summary_file.is_file():
         print(f"no finished demo in {args.demo}: running it (seed {args.seed})", file=sys.stderr)
         run_protocol(args.demo, seed=args.seed, announce=lambda message: print(message, file=sys.stderr))
-    checkpoint = args.demo / "runs" / "tin-cv" / json.loads(summary_file.read_text())["best_checkpoint"]
+    cv = args.demo / "runs" / "tin-cv"
+    checkpoint = cv / json.loads(summary_file.read_text())["best_checkpoint"]
     manifest = args.demo / "cohort" / "manifest.csv"
     cohort = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     sha_to_patient = {content_hash(manifest.parent / path): patient
                       for patient, path in zip(cohort["patient_id"], cohort["path"])}
     explained = []
     with tempfile.TemporaryDirectory() as out:
-        for split in sorted(s for s in cohort["split"].unique() if s.startswith("test")):
-            command = [*ALNVID, "explain", "--manifest", str(manifest), "--split", split,
-                       "-c", str(checkpoint), "--out", out, "--no-gif", "--no-mp4", "--json",
+        if args.oof:  # each fold's validation patients, as split fold_<k> of a manifest of their own
+            folds = pd.read_csv(cv / "oof_predictions.csv", dtype={"patient_id": str}).set_index("patient_id")["fold"]
+            rows = cohort[cohort["patient_id"].isin(folds.index)].copy()
+            rows["split"] = [f"fold_{folds[p]}" for p in rows["patient_id"]]
+            rows["path"] = [str(manifest.parent / p) for p in rows["path"]]
+            rows["still_path"] = [str(manifest.parent / p) if p else "" for p in rows["still_path"]]
+            jobs_manifest = Path(out) / "oof_manifest.csv"
+            rows.to_csv(jobs_manifest, index=False)
+            jobs = [(f"fold_{k}", cv / f"fold_{k}" / "checkpoints" / "best.ckpt") for k in sorted(set(folds))]
+        else:
+            jobs_manifest = manifest
+            tests = sorted(s for s in cohort["split"].unique() if s.startswith("test"))
+            jobs = [(split, checkpoint) for split in tests]
+        for split, model in jobs:
+            command = [*ALNVID, "explain", "--manifest", str(jobs_manifest), "--split", split,
+                       "-c", str(model), "--out", out, "--no-gif", "--no-mp4", "--json",
                        *(["--multi-clip"] if args.multi_clip else [])]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
@@ -63,7 +82,8 @@ def main() -> None:
         print(json.dumps({"demo": str(args.demo), "checkpoint": str(checkpoint), "goals": GOALS,
                           "splits": table.to_dict(orient="records")}, indent=2, default=float))
         return
-    print(f"Grad-CAM of {checkpoint} against {manifest.parent / TRUTH_NAME}"
+    models = f"each fold's model of {cv} on its out-of-fold patients" if args.oof else str(checkpoint)
+    print(f"Grad-CAM of {models} against {manifest.parent / TRUTH_NAME}"
           f"{' (multi-clip)' if args.multi_clip else ''}")
     for row in table.itertuples():
         print(f"{row.split:8s} {row.patients:3d} patients, AUC {row.auc:.3f}; on {row.positives} positives: "

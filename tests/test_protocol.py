@@ -389,6 +389,27 @@ def test_demo_validity_scores_what_alnvid_explain_writes(runs, tiny_cohort, tmp_
     assert summarise_validity(scored)["split"].tolist() == ["test_a", "pooled"]
 
 
+def test_demo_validity_oof_explains_each_fold_with_its_own_model(runs, tiny_cohort, tmp_path):
+    """`benchmarks/demo_validity.py --oof`: every out-of-fold patient, explained by the model of its fold."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    demo = tmp_path / "demo"
+    (demo / "runs").mkdir(parents=True)
+    (demo / "cohort").symlink_to(tiny_cohort.parent)
+    (demo / "runs" / "tin-cv").symlink_to(runs / "tin-cv")
+    script = Path(__file__).parents[1] / "benchmarks" / "demo_validity.py"
+    done = subprocess.run([sys.executable, str(script), str(demo), "--oof", "--json"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    splits = {row["split"]: row for row in json.loads(done.stdout)["splits"]}
+    oof = pd.read_csv(runs / "tin-cv" / "oof_predictions.csv")
+    assert list(splits) == ["fold_0", "fold_1", "pooled"]
+    assert [splits[f"fold_{k}"]["patients"] for k in (0, 1)] == [int((oof["fold"] == k).sum()) for k in (0, 1)]
+    assert splits["pooled"]["positives"] == int(oof["label"].sum())
+
+
 def test_oof_from_selected_epochs_is_labelled_optimistic(runs, tmp_path):
     """Default selection: each fold's best validation epoch scores those same patients, so the out-of-fold rows
     are 'oof_selected' and flagged optimistic in cv_summary.json, oof_predictions.csv and the report; folds that

@@ -337,10 +337,11 @@ def group_column(pred: Predictions, table: pd.DataFrame, column: str, source: st
 
 
 def summarize_by(pred: Predictions, groups: np.ndarray, level: float = 0.95) -> list[GroupSummary]:
-    """Per group (in sorted order): patients, classes, mean score, and the AUC with its DeLong CI where the group
-    allows them. Per-site AUCs show whether a model ranks patients within a site or only tells sites apart."""
+    """Per group (numbers in numeric order, then names): patients, classes, mean score, and the AUC with its DeLong
+    CI where the group allows them. Per-site AUCs show whether a model ranks patients within a site or only tells
+    sites apart."""
     summaries = []
-    for group in sorted(set(groups)):
+    for group in sorted(set(groups), key=lambda g: (0, int(g), "") if str(g).isdigit() else (1, 0, str(g))):
         part = pred.subset(groups == group)
         both = 0 < part.n_cases < part.n
         wide = min(part.n_cases, part.n_controls) >= 2
