@@ -54,21 +54,22 @@ def main() -> None:
                       for patient, path in zip(cohort["patient_id"], cohort["path"])}
     explained = []
     with tempfile.TemporaryDirectory() as out:
-        if args.oof:  # each fold's validation patients, as split fold_<k> of a manifest of their own
+        if args.oof:  # each fold's validation patients, as split test_fold_<k> (a manifest knows test_* splits)
             folds = pd.read_csv(cv / "oof_predictions.csv", dtype={"patient_id": str}).set_index("patient_id")["fold"]
             rows = cohort[cohort["patient_id"].isin(folds.index)].copy()
-            rows["split"] = [f"fold_{folds[p]}" for p in rows["patient_id"]]
+            rows["split"] = [f"test_fold_{folds[p]}" for p in rows["patient_id"]]
             rows["path"] = [str(manifest.parent / p) for p in rows["path"]]
             rows["still_path"] = [str(manifest.parent / p) if p else "" for p in rows["still_path"]]
             jobs_manifest = Path(out) / "oof_manifest.csv"
             rows.to_csv(jobs_manifest, index=False)
-            jobs = [(f"fold_{k}", cv / f"fold_{k}" / "checkpoints" / "best.ckpt") for k in sorted(set(folds))]
+            jobs = [(f"fold_{k}", f"test_fold_{k}", cv / f"fold_{k}" / "checkpoints" / "best.ckpt")
+                    for k in sorted(set(folds))]
         else:
             jobs_manifest = manifest
             tests = sorted(s for s in cohort["split"].unique() if s.startswith("test"))
-            jobs = [(split, checkpoint) for split in tests]
-        for split, model in jobs:
-            command = [*ALNVID, "explain", "--manifest", str(jobs_manifest), "--split", split,
+            jobs = [(split, split, checkpoint) for split in tests]
+        for split, manifest_split, model in jobs:
+            command = [*ALNVID, "explain", "--manifest", str(jobs_manifest), "--split", manifest_split,
                        "-c", str(model), "--out", out, "--no-gif", "--no-mp4", "--json",
                        *(["--multi-clip"] if args.multi_clip else [])]
             done = subprocess.run(command, capture_output=True, text=True)
