@@ -51,10 +51,15 @@ class DemoSettings:
     parallel_folds: int | None = None
     """Folds trained at a time, each in its own process (None: `cv.auto_parallel_folds`)."""
 
+    @property
+    def network_px(self) -> int:
+        """The side of the network's input."""
+        return self.input_size or self.crop_size
+
     def apply(self, config: RunConfig) -> RunConfig:
         data, trainer = config.data, config.trainer
         data.frames, data.resize, data.crop_size, data.elastic = self.frames, self.resize, self.crop_size, self.elastic
-        data.input_size = self.input_size or self.crop_size
+        data.input_size = self.network_px
         data.intensity = self.intensity
         data.num_workers = self.workers
         config.optim.lr, config.optim.schedule = self.lr, self.schedule
@@ -65,13 +70,13 @@ class DemoSettings:
 
     def describe(self) -> str:
         return (f"{self.name} settings ({self.patients} patients, {self.folds} folds, T {self.frames}, "
-                f"{self.input_size or self.crop_size} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, batch {self.batch_size}, "
-                f"{self.precision}{f', intensity ±{self.intensity:g}' if self.intensity else ''})")
+                f"{self.network_px} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, "
+                f"batch {self.batch_size}, {self.precision}{f', intensity ±{self.intensity:g}' if self.intensity else ''})")
 
     def clips_per_s(self, device: str) -> float:
         """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
         rate, frames, pixels, ceiling, _ = THROUGHPUT[device]
-        return min(ceiling, rate * frames * pixels ** 2 / (self.frames * (self.input_size or self.crop_size) ** 2))
+        return min(ceiling, rate * frames * pixels ** 2 / (self.frames * self.network_px ** 2))
 
     def expected_minutes(self, device: str) -> float:
         """Rough training time of both models: TIN's training and validation clips (validation ~3 times cheaper),
@@ -86,8 +91,8 @@ class DemoSettings:
 THROUGHPUT = {"cpu": (5.7, 8, 48, float("inf"), 0.0), "gpu": (55.0, 16, 224, 100.0, 1.1)}
 """device -> (TIN training clips/s, at T, at px, ceiling, seconds per epoch outside training steps).
 CPU: 5.7 clips/s, the whole CPU demo's effective rate on 2 idle cores (seed 0: 12.8 minutes of TIN and ResNet50
-training, all overheads included, for 4,410 TIN-clip equivalents at T 8, 48 px). GPU: 55 clips/s and 1.1 s per epoch measured on an H200 (issue 10:
-batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding and augmenting on the CPU would limit
+training, all overheads included, for 4,410 TIN-clip equivalents at T 8, 48 px). GPU: 55 clips/s and 1.1 s per
+epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding and augmenting on the CPU would limit
 smaller clips, is assumed."""
 
 

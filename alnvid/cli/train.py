@@ -224,7 +224,10 @@ def predict(
                           fix="--checkpoint RUN/checkpoints/best.ckpt, or --model-file model.onnx from `alnvid export`.")
     if out and out.is_dir():
         raise AlnvidError("--out is a folder", path=out, fix="give a CSV file name, e.g. --out predictions.csv.")
-    model = load_exported(model_file, eval_clips=eval_clips) if model_file else load_trained(checkpoint, eval_clips=eval_clips)
+    if model_file:
+        model = load_exported(model_file, eval_clips=eval_clips)
+    else:
+        model = load_trained(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = list(allow_modality or [])
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
         batch = BatchInputs.from_csv(inputs[0], check_files=not skip_errors)
