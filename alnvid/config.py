@@ -102,6 +102,7 @@ class OptimConfig:
 
 
 LOGGERS = ("csv", "tensorboard", "mlflow")
+TEST_MODELS = ("best_fold", "ensemble")
 
 
 @dataclass
@@ -127,6 +128,12 @@ class TrainerConfig:
     """Which epoch's model is kept (checkpoints/best.ckpt) and predicts: 'best' per-patient validation AUC (the
     study; validation and out-of-fold AUCs are then optimistic), or 'last' (a fixed epoch count chosen beforehand;
     validation and out-of-fold AUCs are unbiased)."""
+    test_model: str = "best_fold"
+    """`alnvid cv`: whose test predictions are the run's (listed in cv_summary.json; comparisons and the report
+    use them): 'best_fold', the fold of best validation AUC (the study), or 'ensemble', the mean
+    probability of every fold's model, which does not stake the result on a choice made on a few validation
+    patients. Both are always written and printed. `predict`/`explain -c <cv folder>` use the one chosen here; the
+    Grad-CAM cases `cv` exports, and `export`, use the best fold's model."""
     limit_train_batches: float = 1.0
     checkpoint_every_s: float = 60.0
     """last.ckpt (weights and optimizer state, for resuming) is written after an epoch once this many seconds have
@@ -142,6 +149,7 @@ class TrainerConfig:
         for name in self.loggers:
             _choice("trainer.loggers", name, LOGGERS)
         _choice("trainer.selection", self.selection, ("best", "last"))
+        _choice("trainer.test_model", self.test_model, TEST_MODELS)
         if self.selection == "last" and self.patience:
             raise AlnvidError("trainer.patience (early stopping) selects on the validation set, trainer.selection "
                               "'last' must not", fix="drop --patience, or use --selection best.")
@@ -197,11 +205,11 @@ class RunConfig:
 
 NEUTRAL_SETTINGS = {"data.cache_dir", "data.num_workers", "data.pin_memory", "model.channels_last",
                     "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.progress",
-                    "trainer.checkpoint_every_s",
+                    "trainer.checkpoint_every_s", "trainer.test_model",
                     "trainer.loggers", "explain.export", "explain.top_n",
                     "explain.gif", "out"}
-"""Settings that leave a run's predictions as they are (where files go, speed, hardware); every other setting
-changes results."""
+"""Settings that leave a run's predictions as they are (where files go, speed, hardware; `test_model` only picks
+which of a cross-validation's finished predictions it reports); every other setting changes results."""
 
 
 def changed_result_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:

@@ -4,11 +4,13 @@
 Layout of `out`: fold_<k>/ is a complete `alnvid fit` run folder per fold; oof_predictions.csv holds the
 out-of-fold validation predictions (split 'oof_selected' when each fold kept its best validation epoch, which
 makes them optimistic; 'oof' with `trainer.selection='last'`, an unbiased estimate); predictions_<split>.csv
-the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's; cv_summary.json ties them together. A fold whose
-summary.json exists is finished and never retrained, so an interrupted `cv` resumes where it stopped, and
-folds can run as separate jobs (`fold=K`) and be assembled later (`collect_cv`). With `parallel_folds=N`, N folds
-train at a time as separate processes on the same device (`python -m alnvid.cv`, one fold each, logs in
-logs/fold_<k>.log); each fold's result is the one it gets alone, as every fold is seeded on its own.
+the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's; cv_summary.json ties them
+together and names the run's test model (`trainer.test_model`: the best fold, as in the study, or the ensemble),
+whose predictions comparisons and reports use. A fold whose summary.json exists is finished and never
+retrained, so an interrupted `cv` resumes where it stopped, and folds can run as separate jobs (`fold=K`) and be
+assembled later (`collect_cv`). With `parallel_folds=N`, N folds train at a time as separate processes on the
+same device (`python -m alnvid.cv`, one fold each, logs in logs/fold_<k>.log); each fold's result is the one it
+gets alone, as every fold is seeded on its own.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from alnvid.callbacks import DeLongComparison, FoldBookkeeping
-from alnvid.config import RunConfig, changed_result_settings
+from alnvid.config import TEST_MODELS, RunConfig, changed_result_settings
 from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
@@ -51,14 +53,26 @@ class CVResult:
     fold_auc: dict[int, float]
     best_fold: int
     test_auc: dict[str, float]
+    """The best fold's AUC per test split."""
     ensemble_auc: dict[str, float]
     comparisons: dict[str, dict] = field(default_factory=dict)
-    """The best fold's paired DeLong comparisons with `compare_to`, by test split (comparison_<split>.json)."""
+    """The test model's paired DeLong comparisons with `compare_to`, by test split (comparison_<split>.json)."""
     oof_auc: float = float("nan")
     selection: str = "best"
     """'best' (each fold's best validation epoch: the out-of-fold AUC is optimistic) or 'last' (unbiased)."""
     runtime: dict[str, Any] = field(default_factory=dict)
     """Device, precision, channels_last and workers the folds ran with (see alnvid.train.resolve_auto)."""
+    test_model: str = "best_fold"
+    """Whose test predictions are the run's: 'best_fold' or 'ensemble' (`TrainerConfig.test_model`)."""
+
+    @property
+    def reported_auc(self) -> dict[str, float]:
+        """AUC per test split of the run's test model."""
+        return self.ensemble_auc if self.test_model == "ensemble" else self.test_auc
+
+    def test_predictions(self, split: str) -> Path:
+        """The run's test predictions of `split` (the best fold's or the ensemble's)."""
+        return self.out / ("ensemble" if self.test_model == "ensemble" else "") / f"predictions_{split}.csv"
 
 
 def check_fold_settings(folder: Path, expected: RunConfig) -> None:
@@ -93,7 +107,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
 
     With `only_fold`, train that fold alone and return None (assemble later with `collect_cv`). Under DDP
     every process trains the folds together, and only the first assembles them (the others return None). With
-    `compare_to` (a run folder, a predictions CSV or "readers"), the best fold's test predictions are compared with
+    `compare_to` (a run folder, a predictions CSV or "readers"), the test model's predictions are compared with
     it by DeLong's paired test into comparison_<split>.json (the reference is checked before any training).
     With `parallel_folds` N > 1, N folds train at a time in their own processes (None: `auto_parallel_folds`).
     """
@@ -137,10 +151,10 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
         _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run
-    result = collect_cv(out)
+    result = collect_cv(out, test_model=config.trainer.test_model)
     if comparison:
         for split in result.test_auc:
-            comparison.compare(split, read_predictions(out / f"predictions_{split}.csv"))
+            comparison.compare(split, read_predictions(result.test_predictions(split)))
         result.comparisons = comparison.results
     if config.explain.export:
         explain_best_fold(result, config)
@@ -214,13 +228,22 @@ OOF_NOTES = {
 }
 
 
+TEST_MODEL_NOTES = {
+    "best_fold": "test predictions of the best fold by validation AUC (the study's rule)",
+    "ensemble": "test predictions of the fold ensemble (mean probability of every fold's model)",
+}
+
+
 def oof_split_name(selection: str) -> str:
     """The out-of-fold predictions' split name: 'oof_selected' where folds selected their epoch on those patients."""
     return "oof_selected" if selection == "best" else "oof"
 
 
-def collect_cv(out: str | Path) -> CVResult:
-    """Assemble finished folds: out-of-fold predictions, best fold, fold ensemble, cv_summary.json."""
+def collect_cv(out: str | Path, test_model: str | None = None) -> CVResult:
+    """Assemble finished folds: out-of-fold predictions, best fold, fold ensemble, cv_summary.json.
+
+    `test_model` ('best_fold' or 'ensemble') picks whose test predictions are the run's; None keeps the one the
+    folds were trained with (their config.yaml)."""
     out = Path(out)
     states = [json.loads(p.read_text()) for p in out.glob("fold_*/fold.json") if re.fullmatch(r"fold_\d+", p.parent.name)]
     if not states:
@@ -245,6 +268,10 @@ def collect_cv(out: str | Path) -> CVResult:
         raise AlnvidError(f"the folds here used different model selections ({', '.join(sorted(selections))})",
                           path=out, fix="retrain the odd folds with the same --selection.")
     selection = selections.pop()
+    if test_model is None:
+        test_model = RunConfig.load(fold_folder(out, min(summaries)) / "config.yaml").trainer.test_model
+    if test_model not in TEST_MODELS:
+        raise AlnvidError(f"unknown test model {test_model!r}", fix=f"use one of: {', '.join(TEST_MODELS)}.")
     oof_split = oof_split_name(selection)
     oof = pd.concat([read_predictions(fold_folder(out, k) / "predictions_val.csv").assign(fold=k) for k in summaries])
     fold_auc = {k: float(s["val_auc"]) for k, s in summaries.items()}
@@ -258,11 +285,11 @@ def collect_cv(out: str | Path) -> CVResult:
         per_fold = [read_predictions(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
         best = per_fold[list(summaries).index(best_fold)]
         atomic_write_csv(best, out / f"predictions_{split}.csv")
-        predictions[split] = f"predictions_{split}.csv"
         mean = pd.concat(per_fold).groupby("patient_id", sort=False).agg(
             label=("label", "first"), prob=("prob", "mean"), split=("split", "first")).reset_index()
         atomic_write_csv(mean, out / "ensemble" / f"predictions_{split}.csv")
         ensemble[split] = f"ensemble/predictions_{split}.csv"
+        predictions[split] = ensemble[split] if test_model == "ensemble" else f"predictions_{split}.csv"
         test_auc[split] = prediction_auc(best)
         ensemble_auc[split] = prediction_auc(mean)
     summary = {
@@ -276,7 +303,8 @@ def collect_cv(out: str | Path) -> CVResult:
         "oof_note": OOF_NOTES[selection],
         "best_fold": best_fold,
         "best_checkpoint": f"fold_{best_fold}/{summaries[best_fold]['best_checkpoint']}",
-        "selection": "best fold by validation AUC (the study's rule)",
+        "test_model": test_model,
+        "selection": TEST_MODEL_NOTES[test_model],
         "test_auc": test_auc,
         "ensemble_test_auc": ensemble_auc,
         "predictions": predictions,
@@ -285,7 +313,7 @@ def collect_cv(out: str | Path) -> CVResult:
     }
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=2))
     return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, oof_auc=summary["oof_auc"], selection=selection,
-                    runtime=summary["runtime"])
+                    runtime=summary["runtime"], test_model=test_model)
 
 
 

@@ -23,7 +23,7 @@ from alnvid.data.manifest import load_file_list
 from alnvid.errors import AlnvidError
 from alnvid.explain import Explanation, explain_file
 from alnvid.io import content_hash
-from alnvid.models.trained import TrainedModel, model_input, predict_file
+from alnvid.models.trained import ModelEnsemble, TrainedModel, model_input, predict_file
 from alnvid.stats.predictions import patient_level
 from alnvid.utils import atomic_write_csv
 
@@ -99,7 +99,7 @@ def run_batch(inputs: BatchInputs, work: Callable[[pd.Series], Result], *, skip_
     return BatchResult(results, inputs.table.loc[done_rows], pd.DataFrame(errors, columns=list(ERROR_COLUMNS)))
 
 
-def predict_inputs(model: TrainedModel, inputs: BatchInputs, *, skip_errors: bool = False,
+def predict_inputs(model: TrainedModel | ModelEnsemble, inputs: BatchInputs, *, skip_errors: bool = False,
                    progress: Callable[[int, int, str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """P(metastasis) of every input: predictions (PREDICTION_COLUMNS; label empty for new cases) and errors."""
     cache = PreprocessCache.from_config(model.config.data)
@@ -113,8 +113,8 @@ def predict_inputs(model: TrainedModel, inputs: BatchInputs, *, skip_errors: boo
     return pd.DataFrame(batch.results, columns=list(PREDICTION_COLUMNS)), batch.errors
 
 
-def explain_inputs(model: TrainedModel, inputs: BatchInputs, out: str | Path, *, skip_errors: bool = False,
-                   progress: Callable[[int, int, str], None] | None = None,
+def explain_inputs(model: TrainedModel | ModelEnsemble, inputs: BatchInputs, out: str | Path, *,
+                   skip_errors: bool = False, progress: Callable[[int, int, str], None] | None = None,
                    **explain_options) -> tuple[list[Explanation], pd.DataFrame, pd.DataFrame]:
     """Grad-CAM artefacts of every input into `out` (see alnvid.explain.explain_file; `explain_options` go there).
 

@@ -323,9 +323,12 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
     lines += ["## Provenance", ""]
     for run in runs:
         p = run.provenance
+        tested = (f"; {run.summary['num_folds']}-fold cross-validation, {run.summary['selection']}"
+                  if "num_folds" in run.summary else "")  # whose test predictions the tables show
         lines.append(f"- **{run.name}** ({run.model}): alnvid {p.get('alnvid')}, commit {p.get('git_commit')}, "
                      f"seed {p.get('seed')}, manifest sha256 {str(p.get('manifest_sha256'))[:12]}, torch "
-                     f"{p.get('torch')}, CUDA {p.get('cuda')}, GPU {p.get('gpu')}, created {p.get('created_utc')}")
+                     f"{p.get('torch')}, CUDA {p.get('cuda')}, GPU {p.get('gpu')}, created {p.get('created_utc')}"
+                     f"{tested}")
     return "\n".join(lines) + "\n"
 
 

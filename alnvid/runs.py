@@ -73,6 +73,15 @@ def load_run(folder: str | Path) -> RunRecord:
     )
 
 
+def run_checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoints of a finished run's test model: a fit's best.ckpt; a cross-validation's best fold's, or
+    with `test_model` 'ensemble' every fold's (used together as `ModelEnsemble`)."""
+    record = load_run(folder)
+    if "num_folds" in record.summary and record.summary.get("test_model") == "ensemble":
+        return [fold_folder(record.folder, k) / "checkpoints" / "best.ckpt" for k in record.summary["folds_done"]]
+    return [record.folder / record.summary["best_checkpoint"]]
+
+
 def find_runs(root: str | Path) -> list[RunRecord]:
     """Every finished run directly under `root`, sorted by name; `root` alone if it is itself a run."""
     root = Path(root)

@@ -481,10 +481,7 @@ def test_cli_explain_json(tmp_path, demo):
     manifest, table = demo
     model = tiny_trained(tmp_path)
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    model.config.save(run / "config.yaml")
-    torch.save({"state_dict": model.module.state_dict(), "hyper_parameters": dict(model.module.hparams),
-                "pytorch-lightning_version": L.__version__}, run / "checkpoints" / "best.ckpt")
+    _saved_run(model, run)
     dicom = manifest.parent / table["path"][1]
     result = CliRunner().invoke(app, ["explain", str(dicom), "-c", str(run / "checkpoints" / "best.ckpt"),
                                       "--out", str(tmp_path / "cli"), "--no-gif", "--no-mp4", "--json",
@@ -497,6 +494,54 @@ def test_cli_explain_json(tmp_path, demo):
         "index.csv"]
     bad = CliRunner().invoke(app, ["explain", "-c", str(run / "checkpoints" / "best.ckpt")])
     assert bad.exit_code == 2 and "either input file(s) or --manifest" in bad.output
+
+
+def _saved_run(model: TrainedModel, run: Path) -> Path:
+    (run / "checkpoints").mkdir(parents=True)
+    model.config.save(run / "config.yaml")
+    torch.save({"state_dict": model.module.state_dict(), "hyper_parameters": dict(model.module.hparams),
+                "pytorch-lightning_version": L.__version__}, run / "checkpoints" / "best.ckpt")
+    return run / "checkpoints" / "best.ckpt"
+
+
+def test_an_ensemble_is_explained_by_its_members_mean_heat_and_predicts_their_mean(tmp_path, demo):
+    from typer.testing import CliRunner
+
+    from alnvid.cli.main import app
+    from alnvid.models.trained import ModelEnsemble, load_models, predict_file
+
+    manifest, table = demo
+    dicom = manifest.parent / table["path"][2]
+    members = []
+    for k in range(2):
+        member = tiny_trained(tmp_path)
+        torch.manual_seed(k + 1)
+        member.module = ALNClassifier("r2plus1d_18", num_frames=FRAMES).eval()  # two different networks
+        members.append(member)
+    ensemble = ModelEnsemble(members)
+    result = explain_file(ensemble, dicom, tmp_path / "ensemble", gif=False, mp4=False)
+
+    # independent: each member explained alone, its heat on its own 0-1 scale, averaged, rescaled to 0-1
+    alone = [explain_file(m, dicom, tmp_path / f"member_{k}", gif=False, mp4=False) for k, m in enumerate(members)]
+    mean = np.mean([a.cam.heat for a in alone], axis=0)
+    np.testing.assert_allclose(result.cam.heat, mean / mean.max(), atol=1e-6)
+    assert result.prob == pytest.approx(np.mean([a.prob for a in alone]), abs=1e-6)
+    assert result.prob == pytest.approx(predict_file(ensemble, dicom).prob, abs=1e-6)
+    assert json.loads(result.files["json"].read_text())["models"] == 2
+    assert alone[0].prob != pytest.approx(alone[1].prob)  # the members do differ
+
+    # from the command line: -c twice averages the two checkpoints; members of another recipe are refused
+    paths = [_saved_run(m, tmp_path / f"run_{k}") for k, m in enumerate(members)]
+    cli = CliRunner().invoke(app, ["predict", str(dicom), "-c", str(paths[0]), "-c", str(paths[1]), "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)[0]["prob"] == pytest.approx(result.prob, abs=1e-5)
+    other = tiny_trained(tmp_path)
+    other.config.data.input_size = 40
+    odd = _saved_run(other, tmp_path / "run_odd")
+    with pytest.raises(AlnvidError, match="differs in input_size"):
+        load_models([paths[0], odd])
+    refused = CliRunner().invoke(app, ["explain", str(dicom), "-c", str(paths[0]), "-c", str(odd)])
+    assert refused.exit_code == 2 and "differs in input_size" in refused.output
 
 
 def test_callback_exports_each_test_split_after_testing(tmp_path, demo):

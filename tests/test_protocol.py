@@ -189,6 +189,34 @@ def test_cv_layout_and_ensemble(runs):
     assert np.allclose(ensemble["prob"], (folds[0]["prob"] + folds[1]["prob"]).loc[ensemble.index] / 2)
 
 
+def test_cv_test_model_ensemble_is_what_comparisons_and_reports_use(runs, tmp_path):
+    cv = tmp_path / "tin-cv"  # the folds' results without their checkpoints
+    shutil.copytree(runs / "tin-cv", cv, ignore=shutil.ignore_patterns("checkpoints", "gradcam", "logs"))
+    result = collect_cv(cv, test_model="ensemble")
+    summary = json.loads((cv / "cv_summary.json").read_text())
+    assert summary["test_model"] == "ensemble" and result.reported_auc == result.ensemble_auc
+    from alnvid.runs import load_run, run_checkpoints
+
+    record = load_run(cv)  # predict and explain -c <cv folder> average every fold's model
+    assert run_checkpoints(cv) == [cv / f"fold_{k}" / "checkpoints" / "best.ckpt" for k in (0, 1)]
+    for split in ("test_a", "test_b"):
+        assert summary["predictions"][split] == f"ensemble/predictions_{split}.csv"
+        folds = [pd.read_csv(cv / f"fold_{k}" / f"predictions_{split}.csv").set_index("patient_id")["prob"]
+                 for k in (0, 1)]
+        used = record.predictions[split].set_index("patient_id")["prob"]
+        assert np.allclose(used, ((folds[0] + folds[1]) / 2).loc[used.index])
+        assert result.ensemble_auc[split] == pytest.approx(
+            _independent_auc(record.predictions[split]["label"].to_numpy(), used.to_numpy()))
+    # without a choice, --collect keeps the folds' own (the study's best fold); a wrong one is refused by name
+    cli = CliRunner().invoke(app, ["cv", "--collect", str(cv), "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["test_model"] == "best_fold"
+    assert json.loads((cv / "cv_summary.json").read_text())["predictions"]["test_a"] == "predictions_test_a.csv"
+    assert run_checkpoints(cv) == [cv / f"fold_{result.best_fold}" / "checkpoints" / "best.ckpt"]
+    wrong = CliRunner().invoke(app, ["cv", "--collect", str(cv), "--test-model", "mean"])
+    assert wrong.exit_code == 2 and "best_fold, ensemble" in wrong.output
+
+
 def test_cv_collect_names_missing_folds(runs, tmp_path):
     shutil.copytree(runs / "tin-cv" / "fold_0", tmp_path / "cv" / "fold_0")
     with pytest.raises(AlnvidError, match="fold\\(s\\) 1 of 2 not finished"):
@@ -229,6 +257,7 @@ def test_report_tables_match_the_predictions(runs, tiny_cohort, tmp_path):
     for name in ("Table 1", "Table 2", "Table 3", "Video vs static", "Provenance", "roc_test_b.png",
                  "roc_readers_test_b.png", "calibration_test_a.png", "curves_tin-cv_fold0.png"):
         assert name in markdown
+    assert "2-fold cross-validation, test predictions of the best fold by validation AUC" in markdown
 
 
 def test_compare_video_static_json(runs):

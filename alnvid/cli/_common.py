@@ -99,3 +99,23 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+
+
+CHECKPOINT_HELP = ("A run's checkpoints/best.ckpt (it carries the run's settings: it works copied on its own), or a "
+                   "run folder (a cv folder gives its test model: the best fold, or every fold with --test-model "
+                   "ensemble). Repeat it to average several checkpoints of one recipe.")
+
+
+def load_checkpoints(given: list, *, eval_clips: int | None = None):
+    """The model(s) of the --checkpoint options: files as they are, run folders as their test model's checkpoints;
+    several make a `ModelEnsemble`."""
+    from pathlib import Path
+
+    from alnvid.models.trained import load_models
+    from alnvid.runs import run_checkpoints
+
+    paths = []
+    for path in map(Path, given):
+        is_run = path.is_dir() and any((path / name).is_file() for name in ("summary.json", "cv_summary.json"))
+        paths += run_checkpoints(path) if is_run else [path]
+    return load_models(paths, eval_clips=eval_clips)

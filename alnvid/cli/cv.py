@@ -25,6 +25,10 @@ def cv(
                                                  "cores / 4)."),
     collect: Optional[Path] = typer.Option(None, "--collect", help="Assemble the finished folds of this cv folder "
                                            "(no training)."),
+    test_model: Optional[str] = typer.Option(None, "--test-model", help="Whose test predictions are the run's "
+                                             "(compared and reported): best_fold (the fold of best validation AUC, "
+                                             "the study) or ensemble (mean of every fold's model). Both are always "
+                                             "written and printed. Default best_fold; with --collect, the run's."),
     out: Optional[Path] = typer.Option(None, "--out", help="CV folder: fold_<k>/ runs, out-of-fold and test "
                                        "predictions, cv_summary.json. Default runs/<model>-cv."),
     frames: Optional[int] = TRAINING_OPTIONS["frames"],
@@ -64,7 +68,7 @@ def cv(
     from alnvid.train import is_global_zero
 
     if collect is not None:
-        result = collect_cv(collect)
+        result = collect_cv(collect, test_model=test_model)
     else:
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(locals()).items()}
         settings = resolve_config(config, fast_settings=fast, overrides=training_overrides(**options))
@@ -90,8 +94,9 @@ def cv(
     summary = {"out": str(result.out), "fold_val_auc": result.fold_auc, "best_fold": result.best_fold,
                "oof_auc": result.oof_auc, "oof_selection": result.selection,
                "oof_optimistic": result.selection == "best",
+               "test_model": result.test_model,
                "test_auc_best_fold": result.test_auc, "test_auc_ensemble": result.ensemble_auc,
-               "comparisons_best_fold": result.comparisons, "runtime": result.runtime}
+               "comparisons": result.comparisons, "runtime": result.runtime}
     if json_output:
         print_json(summary)
         return
@@ -103,7 +108,8 @@ def cv(
     honesty = ("[yellow]optimistic[/]: each fold kept its best epoch on these patients; --selection last gives an "
                "unbiased estimate" if result.selection == "best" else "unbiased: each fold's last epoch")
     console.print(f"  out-of-fold AUC {result.oof_auc:.3f} ({honesty})")
+    mark = {"best_fold": (" (the run's)", ""), "ensemble": ("", " (the run's)")}[result.test_model]
     for split in result.test_auc:
-        console.print(f"  {split}: AUC best fold {result.test_auc[split]:.3f}, "
-                      f"fold ensemble {result.ensemble_auc[split]:.3f}")
+        console.print(f"  {split}: AUC best fold {result.test_auc[split]:.3f}{mark[0]}, "
+                      f"fold ensemble {result.ensemble_auc[split]:.3f}{mark[1]}")
     print_comparisons(result.comparisons)

@@ -7,14 +7,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from alnvid.cli._common import console, print_json, progress_bar, user_errors
+from alnvid.cli._common import CHECKPOINT_HELP, console, load_checkpoints, print_json, progress_bar, user_errors
 from alnvid.errors import AlnvidError
 
 
 @user_errors
 def explain(
     inputs: Optional[list[Path]] = typer.Argument(None, help="DICOM or video file(s) to explain."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run's checkpoints/best.ckpt."),
+    checkpoint: list[Path] = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
     out: Path = typer.Option(Path("explain"), "--out", help="Folder for the PNG/GIF/MP4/NPZ/JSON artefacts."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Explain every row of this cohort manifest."),
     split: Optional[str] = typer.Option(None, "--split", help="With --manifest: only this split (e.g. test_a)."),
@@ -44,7 +44,6 @@ def explain(
     index.csv mapping each input to its files."""
     from alnvid.data.manifest import load_manifest
     from alnvid.inference import BatchInputs, explain_inputs
-    from alnvid.models.trained import load_trained
 
     inputs = list(inputs or [])
     if bool(inputs) == bool(manifest):
@@ -66,7 +65,7 @@ def explain(
     else:
         batch = BatchInputs.from_files(inputs)
 
-    model = load_trained(checkpoint, eval_clips=eval_clips)
+    model = load_checkpoints(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = allowed
     with progress_bar("Explaining", enabled=not json_output and len(batch) > 1) as update:
         results, index, errors = explain_inputs(
@@ -97,7 +96,8 @@ def explain(
 
 def _print_one(result, out: Path) -> None:
     call = "[red]metastasis[/]" if result.prob >= 0.5 else "[green]no metastasis[/]"
-    console.print(f"[bold]{result.model_name}[/]: P(metastasis) = [bold]{result.prob:.3f}[/] ({call} at 0.5)")
+    models = f" (mean of {result.models} models)" if result.models > 1 else ""
+    console.print(f"[bold]{result.model_name}[/]{models}: P(metastasis) = [bold]{result.prob:.3f}[/] ({call} at 0.5)")
     if not result.keyframes:
         console.print("[yellow]No positive Grad-CAM evidence for this class: the heatmap is empty.[/]")
     else:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from alnvid.cli._common import console, print_json, progress_bar, user_errors
+from alnvid.cli._common import CHECKPOINT_HELP, console, load_checkpoints, print_json, progress_bar, user_errors
 from alnvid.errors import AlnvidError
 
 TRAINING_OPTIONS = {
@@ -95,7 +95,7 @@ def training_overrides(**options) -> dict:
              "allow_modality": "data.allow_modalities",
              "selection": "trainer.selection", "eval_clips": "data.eval_clips",
              "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
-             "intensity": "data.intensity"}
+             "intensity": "data.intensity", "test_model": "trainer.test_model"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
@@ -193,8 +193,7 @@ def print_comparisons(comparisons: dict[str, dict]) -> None:
 def predict(
     inputs: list[Path] = typer.Argument(..., help="DICOM/video files, or one CSV with patient_id and path "
                                         "(label optional: new cases need none)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A run's best.ckpt (it carries the "
-                                              "run's settings: it works copied on its own)."),
+    checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", "-c", help=CHECKPOINT_HELP),
     model_file: Optional[Path] = typer.Option(None, "--model-file", help="Instead of --checkpoint: a model file "
                                               "written by `alnvid export` (ONNX or TorchScript, no Lightning)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write one row per video to this CSV, and one row per "
@@ -216,10 +215,9 @@ def predict(
 
     from alnvid.inference import BatchInputs, patient_predictions, predict_inputs
     from alnvid.models.exported import load_exported
-    from alnvid.models.trained import load_trained
     from alnvid.utils import atomic_write_csv
 
-    if (checkpoint is None) == (model_file is None):
+    if bool(checkpoint) == (model_file is not None):
         raise AlnvidError("give the model as either --checkpoint or --model-file (exactly one)",
                           fix="--checkpoint RUN/checkpoints/best.ckpt, or --model-file model.onnx from `alnvid export`.")
     if out and out.is_dir():
@@ -227,7 +225,7 @@ def predict(
     if model_file:
         model = load_exported(model_file, eval_clips=eval_clips)
     else:
-        model = load_trained(checkpoint, eval_clips=eval_clips)
+        model = load_checkpoints(checkpoint, eval_clips=eval_clips)
     model.config.data.allow_modalities = list(allow_modality or [])
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
         batch = BatchInputs.from_csv(inputs[0], check_files=not skip_errors)

@@ -29,7 +29,7 @@ from alnvid.explain.overlay import (
     save_mp4,
     save_png,
 )
-from alnvid.models.trained import TrainedModel, frames_input, load_input, prepare_input
+from alnvid.models.trained import ModelEnsemble, TrainedModel, frames_input, load_input, prepare_input
 from alnvid.io import content_hash
 from alnvid.utils import atomic_path, atomic_write_text
 
@@ -59,6 +59,8 @@ class Explanation:
     files: dict[str, Path] = field(default_factory=dict)
     eval_clips: int = 1
     """Clips per video behind ``prob`` (as `alnvid predict` with the same --eval-clips)."""
+    models: int = 1
+    """Models averaged (a cross-validation's fold ensemble, see `ModelEnsemble`), 1 for one checkpoint."""
 
     @property
     def keyframe(self) -> Keyframe | None:
@@ -88,13 +90,17 @@ class Explanation:
             "layer": self.cam.layer,
             "multi_clip": self.multi_clip,
             "eval_clips": self.eval_clips,
+            "models": self.models,
             "files": {kind: path.name for kind, path in self.files.items()},
         }
 
 
-def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool = False,
+def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, multi_clip: bool = False,
                   per_clip_weights: bool = True, target_class: int = 1) -> GradCAMResult:
     """Grad-CAM of a preprocessed video.
+
+    An ensemble's heat is the mean of its members' heatmaps (each on its own 0-1 scale over the clip, so every
+    member counts alike), put back on a 0-1 scale; its probabilities are the members' means.
 
     Default: the clips the model scores at evaluation (TSN sampling over the loop; `eval_clips` interleaved clips
     for a video model), one heatmap per sampled frame. ``multi_clip``: windows of T consecutive frames with stride
@@ -102,6 +108,9 @@ def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool 
     normalised over the loop, so every explained frame gets a heatmap on one common scale. Static models are run
     on every frame of the clip as a batch.
     """
+    if isinstance(model, ModelEnsemble):
+        return _ensemble_cam([explain_video(m, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
+                                            target_class=target_class) for m in model.members])
     cam = GradCAM.from_spec(model.module, model.spec, per_clip_weights=per_clip_weights)
     length = model.config.data.frames
     if multi_clip and video.n_frames > length:
@@ -143,8 +152,17 @@ def explain_video(model: TrainedModel, video: Preprocessed, *, multi_clip: bool 
     )
 
 
+def _ensemble_cam(results: list[GradCAMResult]) -> GradCAMResult:
+    first = results[0]
+    heat = normalise_clip(torch.from_numpy(np.mean([r.heat for r in results], axis=0))[None])[0]
+    frame_probs = None if first.frame_probs is None else np.mean([r.frame_probs for r in results], axis=0)
+    return GradCAMResult(heat=heat.numpy(), prob=float(np.mean([r.prob for r in results])),
+                         logits=np.mean([r.logits for r in results], axis=0), frame_indices=first.frame_indices,
+                         target_class=first.target_class, frame_probs=frame_probs, layer=first.layer)
+
+
 def explain_file(
-    model: TrainedModel,
+    model: TrainedModel | ModelEnsemble,
     path: str | Path,
     out_dir: str | Path,
     *,
@@ -179,18 +197,18 @@ def explain_file(
     video = load_input(model, path, box=box, cache=cache)
     cam = explain_video(model, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
                         target_class=target_class)
-    if model.spec.input_kind == "clip" and len(cam.logits) == 1:  # the explained clip is the one `predict` uses
+    single = isinstance(model, TrainedModel)
+    if single and model.spec.input_kind == "clip" and len(cam.logits) == 1:  # the explained clip: `predict`'s
         prob = float(torch.from_numpy(cam.logits[0]).softmax(-1)[1])
     else:
-        x, _ = prepare_input(model, video)
-        with torch.no_grad():
-            prob = float(model.module.class_probabilities(x.to(model.module.device))[0, 1])
+        prob = float(model.class_probabilities(prepare_input(model, video)[0])[0, 1])
     geometry = InputGeometry(video.box, data.resize, data.crop_size, model.input_size)
     keyframes = select_keyframes(cam.heat, cam.frame_indices, top_k=top_k, frame_time_ms=video.frame_time_ms)
     hot = heat_box(cam.heat[keyframes[0].position], geometry) if keyframes else None
     explanation = Explanation(name, sha256, model.spec.name, prob, cam, keyframes, hot, video.box, video.n_frames,
                               video.frame_time_ms, multi_clip, per_clip_weights,
-                              eval_clips=data.eval_clips if model.spec.input_kind == "clip" else 1)
+                              eval_clips=data.eval_clips if model.spec.input_kind == "clip" else 1,
+                              models=1 if single else len(model.members))
     _write_artefacts(explanation, video, geometry, out_dir, gif=gif, mp4=mp4, alpha=alpha, cmap=cmap)
     return explanation
 

@@ -1,8 +1,12 @@
 """A trained model with its run's settings, and its evaluation-time input: the same crop, resize, sampling and
-scaling as at evaluation in training. Used by prediction (the run layer) and by Grad-CAM (explain/)."""
+scaling as at evaluation in training. Used by prediction (the run layer) and by Grad-CAM (explain/).
+
+`ModelEnsemble` uses several trained models of one recipe (a cross-validation's folds) as one, as `alnvid cv`'s
+fold ensemble does: P(metastasis) is the mean of the members' probabilities."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,56 @@ class TrainedModel:
         """Softmax probabilities (B, classes) of a batch, on the model's device (as ExportedModel's)."""
         with torch.no_grad():
             return self.module.class_probabilities(x.to(self.module.device))
+
+
+@dataclass
+class ModelEnsemble:
+    """Trained models of one recipe (same architecture, frames, sizes and clips) used as one: their mean
+    probability, as `alnvid cv`'s fold ensemble. Settings, input and preprocessing are the first member's."""
+
+    members: list[TrainedModel]
+
+    @property
+    def config(self) -> RunConfig:
+        return self.members[0].config
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.members[0].spec
+
+    @property
+    def input_size(self) -> int:
+        return self.members[0].input_size
+
+    def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the members' softmax probabilities (B, classes)."""
+        return torch.stack([member.class_probabilities(x) for member in self.members]).mean(0)
+
+
+INPUT_SETTINGS = ("frames", "resize", "crop_size", "input_size", "eval_clips", "still_frames")
+"""DataConfig settings that shape a model's input: the members of an ensemble must agree on all of them."""
+
+
+def load_models(checkpoints: Sequence[str | Path], *, device: str = "cpu",
+                eval_clips: int | None = None) -> TrainedModel | ModelEnsemble:
+    """One checkpoint's model, or the ensemble of several (refused unless they take the same input)."""
+    if not checkpoints:
+        raise AlnvidError("no checkpoint given", fix="pass --checkpoint RUN/checkpoints/best.ckpt (or a run folder).")
+    models = [load_trained(c, device=device, eval_clips=eval_clips) for c in checkpoints]
+    if len(models) == 1:
+        return models[0]
+    first = models[0]
+    for model in models[1:]:
+        differ = [name for name in INPUT_SETTINGS
+                  if getattr(model.config.data, name) != getattr(first.config.data, name)]
+        if model.spec.name != first.spec.name:
+            differ.insert(0, f"model {model.spec.name} vs {first.spec.name}")
+        if differ:
+            raise AlnvidError(f"cannot average this checkpoint with {first.checkpoint}: it differs in "
+                              f"{', '.join(differ)}", path=model.checkpoint,
+                              fix="give the folds of one cross-validation (or its folder), not models of "
+                              "different recipes.")
+    return ModelEnsemble(models)
 
 
 @dataclass
@@ -144,8 +198,8 @@ def load_input(model: TrainedModel, path: str | Path, *, box: Box | None = None,
 
 def predict_file(model: TrainedModel, path: str | Path, *, box: Box | None = None,
                  cache: PreprocessCache | None = None) -> FilePrediction:
-    """Probability of metastasis for one DICOM or video file (`model` may also be an exported model, see
-    alnvid.models.exported.ExportedModel)."""
+    """Probability of metastasis for one DICOM or video file (`model` may also be a `ModelEnsemble` or an exported
+    model, see alnvid.models.exported.ExportedModel)."""
     video = load_input(model, path, box=box, cache=cache)
     x, indices = prepare_input(model, video)
     prob = float(model.class_probabilities(x)[0, 1])
