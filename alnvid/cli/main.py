@@ -47,3 +47,7 @@ app.command("export")(export.export)
 app.command("stats")(stats.stats)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
+
+
+if __name__ == "__main__":  # python -m alnvid.cli.main, as python -m alnvid
+    app()
