@@ -48,6 +48,8 @@ class DemoSettings:
     input_size: int | None = None
     """Side the crop is rescaled to for the network (None: the crop's own)."""
     intensity: float = 0.0
+    test_model: str = "best_fold"
+    """Whose test predictions are compared: 'best_fold' (the study) or 'ensemble' (`TrainerConfig.test_model`)."""
     parallel_folds: int | None = None
     """Folds trained at a time, each in its own process (None: `cv.auto_parallel_folds`)."""
 
@@ -65,13 +67,16 @@ class DemoSettings:
         config.optim.lr, config.optim.schedule = self.lr, self.schedule
         trainer.epochs, trainer.batch_size, trainer.precision = self.epochs, self.batch_size, self.precision
         config.model.channels_last = self.channels_last
+        config.trainer.test_model = self.test_model
         config.explain.gif = False
         return config
 
     def describe(self) -> str:
         return (f"{self.name} settings ({self.patients} patients, {self.folds} folds, T {self.frames}, "
                 f"{self.network_px} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, "
-                f"batch {self.batch_size}, {self.precision}{f', intensity ±{self.intensity:g}' if self.intensity else ''})")
+                f"batch {self.batch_size}, {self.precision}"
+                f"{f', intensity ±{self.intensity:g}' if self.intensity else ''}, "
+                f"tested: {'fold ensemble' if self.test_model == 'ensemble' else 'best fold'})")
 
     def clips_per_s(self, device: str) -> float:
         """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
@@ -99,11 +104,12 @@ smaller clips, is assumed."""
 DEMO_SETTINGS = {
     # lr, schedule and batch of the probe that learned on 2 cores (issue 9: fit --fast --epochs 12 --lr 5e-4).
     "cpu": DemoSettings("demo CPU", patients=120, folds=3, frames=8, resize=72, crop_size=64, input_size=48,
-                        epochs=20, lr=5e-4, schedule="cosine", batch_size=4, intensity=0.2, parallel_folds=3),
+                        epochs=20, lr=5e-4, schedule="cosine", batch_size=4, intensity=0.2, test_model="ensemble",
+                        parallel_folds=3),
     # Not measured (no GPU was available): chosen to stay well inside 10 minutes on one recent GPU in bf16.
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=5e-4,
                         schedule="cosine", batch_size=8, precision="bf16-mixed", channels_last=True, workers=4,
-                        intensity=0.2),
+                        intensity=0.2, test_model="ensemble"),
     # The study's protocol (RunConfig's defaults), in bf16 with channels_last as measured in issue 10.
     "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
                           schedule="none", batch_size=4, precision="bf16-mixed", channels_last=True, elastic=True,
@@ -150,9 +156,9 @@ def run_protocol(
     """Run (or resume: finished steps are kept) the protocol into `out` with a `DEMO_SETTINGS` recipe."""
     from alnvid.compare import compare_runs
     from alnvid.explain import explain_file
-    from alnvid.models.trained import load_trained
+    from alnvid.models.trained import load_models
     from alnvid.report import build_report
-    from alnvid.runs import load_run
+    from alnvid.runs import load_run, run_checkpoints
 
     name = settings or default_settings()
     if name not in DEMO_SETTINGS:
@@ -182,12 +188,12 @@ def run_protocol(
     video, static = [r for r in runs if r.kind == "video"], [r for r in runs if r.kind == "static"]
     comparisons = compare_runs(video, static).pairs if video and static else []
     best_video = results.get("tin") or next(iter(results.values()))
-    best = load_trained(best_video.out / f"fold_{best_video.best_fold}" / "checkpoints" / "best.ckpt")
+    tested = load_models(run_checkpoints(best_video.out))  # the model behind the test predictions
     example = first_test_video(manifest)
     explanation = None
     if example is not None:
         say(f"Explaining {example.name} with Grad-CAM")
-        explanation = explain_file(best, example, out / "explain").files["json"]
+        explanation = explain_file(tested, example, out / "explain").files["json"]
     described = recipe.describe().replace(f"{recipe.patients} patients", f"{patients} patients")
     return ProtocolResult(manifest, results, report.out / "report.html", explanation,
                           described.replace(f"{recipe.folds} folds", f"{folds} folds") + f", seed {seed}",

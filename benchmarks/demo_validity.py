@@ -3,7 +3,8 @@
 Usage: python benchmarks/demo_validity.py [DEMO_FOLDER] [--seed 0] [--multi-clip] [--oof] [--json]
 DEMO_FOLDER defaults to runs/demo (`make demo`); if it holds no finished demo, the demo is run into it first
 (`alnvid demo --out DEMO_FOLDER --seed SEED`). Each test split is explained as a user would, with
-`alnvid explain --manifest … --split …`, and scored against the cohort's demo_truth.csv, matching each
+`alnvid explain --manifest … --split … -c runs/tin-cv`, i.e. by the run's test model (the fold ensemble in the
+demo recipes: the mean of the fold models' heatmaps), and scored against the cohort's demo_truth.csv, matching each
 explanation to its patient by the file's sha256:
 - keyframe hit: the keyframe (a loop frame index) lies in [node_first_frame, node_last_frame];
 - pointing hit: the hot box (heat >= 0.5 on the keyframe, original pixels) overlaps node_box;
@@ -47,7 +48,7 @@ def main() -> None:
         print(f"no finished demo in {args.demo}: running it (seed {args.seed})", file=sys.stderr)
         run_protocol(args.demo, seed=args.seed, announce=lambda message: print(message, file=sys.stderr))
     cv = args.demo / "runs" / "tin-cv"
-    checkpoint = cv / json.loads(summary_file.read_text())["best_checkpoint"]
+    test_model = json.loads(summary_file.read_text()).get("test_model", "best_fold")
     manifest = args.demo / "cohort" / "manifest.csv"
     cohort = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     sha_to_patient = {content_hash(manifest.parent / path): patient
@@ -67,7 +68,7 @@ def main() -> None:
         else:
             jobs_manifest = manifest
             tests = sorted(s for s in cohort["split"].unique() if s.startswith("test"))
-            jobs = [(split, split, checkpoint) for split in tests]
+            jobs = [(split, split, cv) for split in tests]  # the run folder: its test model
         for split, manifest_split, model in jobs:
             command = [*ALNVID, "explain", "--manifest", str(jobs_manifest), "--split", manifest_split,
                        "-c", str(model), "--out", out, "--no-gif", "--no-mp4", "--json",
@@ -80,10 +81,11 @@ def main() -> None:
     scored = score_explanations(truth, sha_to_patient, explained)
     table = summarise_validity(scored)
     if args.json:
-        print(json.dumps({"demo": str(args.demo), "checkpoint": str(checkpoint), "goals": GOALS,
-                          "splits": table.to_dict(orient="records")}, indent=2, default=float))
+        print(json.dumps({"demo": str(args.demo), "models": "out_of_fold" if args.oof else test_model,
+                          "goals": GOALS, "splits": table.to_dict(orient="records")}, indent=2, default=float))
         return
-    models = f"each fold's model of {cv} on its out-of-fold patients" if args.oof else str(checkpoint)
+    models = (f"each fold's model of {cv} on its out-of-fold patients" if args.oof
+              else f"{cv}'s test model ({test_model.replace('_', ' ')})")
     print(f"Grad-CAM of {models} against {manifest.parent / TRUTH_NAME}"
           f"{' (multi-clip)' if args.multi_clip else ''}")
     for row in table.itertuples():

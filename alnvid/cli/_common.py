@@ -7,6 +7,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -106,11 +107,9 @@ CHECKPOINT_HELP = ("A run's checkpoints/best.ckpt (it carries the run's settings
                    "ensemble). Repeat it to average several checkpoints of one recipe.")
 
 
-def load_checkpoints(given: list, *, eval_clips: int | None = None):
+def load_checkpoints(given: list[Path], *, eval_clips: int | None = None):
     """The model(s) of the --checkpoint options: files as they are, run folders as their test model's checkpoints;
     several make a `ModelEnsemble`."""
-    from pathlib import Path
-
     from alnvid.models.trained import load_models
     from alnvid.runs import run_checkpoints
 

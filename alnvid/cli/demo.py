@@ -43,8 +43,9 @@ def demo(
                               announce=lambda message: console.rule(f"[bold]{message}"), progress=update)
     console.print(f"[bold green]Done[/] with {result.settings}.", highlight=False)
     for model, cv in result.cv.items():
-        aucs = ", ".join(f"{split} {auc:.3f}" for split, auc in cv.test_auc.items())
-        console.print(f"  {model}: best fold {cv.best_fold}, test AUC {aucs} (ran on {describe_runtime(cv.runtime)})")
+        tested = "fold ensemble" if cv.test_model == "ensemble" else f"best fold {cv.best_fold}"
+        aucs = ", ".join(f"{split} {auc:.3f}" for split, auc in cv.reported_auc.items())
+        console.print(f"  {model}: {tested}, test AUC {aucs} (ran on {describe_runtime(cv.runtime)})")
     for pair in result.comparisons:
         d = pair.comparison.delong
         console.print(f"  {pair.split} ({pair.comparison.n_common} patients): {pair.run_a} AUC {d.auc1:.3f} vs "
