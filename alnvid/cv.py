@@ -64,15 +64,13 @@ class CVResult:
     """Device, precision, channels_last and workers the folds ran with (see alnvid.train.resolve_auto)."""
     test_model: str = "best_fold"
     """Whose test predictions are the run's: 'best_fold' or 'ensemble' (`TrainerConfig.test_model`)."""
+    test_files: dict[str, Path] = field(default_factory=dict)
+    """The run's test predictions per split (the best fold's or the ensemble's, as cv_summary.json lists them)."""
 
     @property
     def reported_auc(self) -> dict[str, float]:
         """AUC per test split of the run's test model."""
         return self.ensemble_auc if self.test_model == "ensemble" else self.test_auc
-
-    def test_predictions(self, split: str) -> Path:
-        """The run's test predictions of `split` (the best fold's or the ensemble's)."""
-        return self.out / ("ensemble" if self.test_model == "ensemble" else "") / f"predictions_{split}.csv"
 
 
 def check_fold_settings(folder: Path, expected: RunConfig) -> None:
@@ -154,7 +152,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     result = collect_cv(out, test_model=config.trainer.test_model)
     if comparison:
         for split in result.test_auc:
-            comparison.compare(split, read_predictions(result.test_predictions(split)))
+            comparison.compare(split, read_predictions(result.test_files[split]))
         result.comparisons = comparison.results
     if config.explain.export:
         explain_best_fold(result, config)
@@ -313,7 +311,8 @@ def collect_cv(out: str | Path, test_model: str | None = None) -> CVResult:
     }
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=2))
     return CVResult(out, fold_auc, best_fold, test_auc, ensemble_auc, oof_auc=summary["oof_auc"], selection=selection,
-                    runtime=summary["runtime"], test_model=test_model)
+                    runtime=summary["runtime"], test_model=test_model,
+                    test_files={split: out / predictions[split] for split in test_splits})
 
 
 

@@ -97,8 +97,8 @@ THROUGHPUT = {"cpu": (5.7, 8, 48, float("inf"), 0.0), "gpu": (55.0, 16, 224, 100
 """device -> (TIN training clips/s, at T, at px, ceiling, seconds per epoch outside training steps).
 CPU: 5.7 clips/s, the whole CPU demo's effective rate on 2 idle cores (seed 0: 12.8 minutes of TIN and ResNet50
 training, all overheads included, for 4,410 TIN-clip equivalents at T 8, 48 px). GPU: 55 clips/s and 1.1 s per
-epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding and augmenting on the CPU would limit
-smaller clips, is assumed."""
+epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding
+and augmenting on the CPU would limit smaller clips, is assumed."""
 
 
 DEMO_SETTINGS = {

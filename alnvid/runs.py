@@ -73,6 +73,11 @@ def load_run(folder: str | Path) -> RunRecord:
     )
 
 
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds a finished fit (summary.json) or cross-validation (cv_summary.json)."""
+    return (folder / "summary.json").is_file() or (folder / "cv_summary.json").is_file()
+
+
 def run_checkpoints(folder: str | Path) -> list[Path]:
     """The checkpoints of a finished run's test model: a fit's best.ckpt; a cross-validation's best fold's, or
     with `test_model` 'ensemble' every fold's (used together as `ModelEnsemble`)."""
@@ -87,10 +92,10 @@ def find_runs(root: str | Path) -> list[RunRecord]:
     root = Path(root)
     if not root.is_dir():
         raise AlnvidError("runs folder not found", path=root, fix="give the folder that holds your run folders.")
-    if (root / "summary.json").is_file() or (root / "cv_summary.json").is_file():
+    if is_run_folder(root):
         return [load_run(root)]  # a CV folder's fold_k runs are part of it, not models of their own
     candidates = sorted(p for p in root.iterdir() if p.is_dir())
-    runs = [load_run(p) for p in candidates if (p / "summary.json").is_file() or (p / "cv_summary.json").is_file()]
+    runs = [load_run(p) for p in candidates if is_run_folder(p)]
     if not runs:
         raise AlnvidError("no finished runs found", path=root, fix="run `alnvid cv` or `alnvid fit` with --out here.")
     return runs

@@ -4,8 +4,8 @@ Usage: python benchmarks/demo_validity.py [DEMO_FOLDER] [--seed 0] [--multi-clip
 DEMO_FOLDER defaults to runs/demo (`make demo`); if it holds no finished demo, the demo is run into it first
 (`alnvid demo --out DEMO_FOLDER --seed SEED`). Each test split is explained as a user would, with
 `alnvid explain --manifest … --split … -c runs/tin-cv`, i.e. by the run's test model (the fold ensemble in the
-demo recipes: the mean of the fold models' heatmaps), and scored against the cohort's demo_truth.csv, matching each
-explanation to its patient by the file's sha256:
+demo recipes: the mean of the fold models' heatmaps), and scored against the cohort's demo_truth.csv, matching
+each explanation to its patient by the file's sha256:
 - keyframe hit: the keyframe (a loop frame index) lies in [node_first_frame, node_last_frame];
 - pointing hit: the hot box (heat >= 0.5 on the keyframe, original pixels) overlaps node_box;
 both on the truly positive test patients, and the AUC of the explained probabilities per split.
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the demo to run if DEMO_FOLDER holds none.")
     parser.add_argument("--multi-clip", action="store_true", help="Explain every frame of the loop (slower).")
     parser.add_argument("--oof", action="store_true", help="Score the out-of-fold training patients with their "
-                        "fold's model instead of the test patients with the best fold's.")
+                        "fold's model instead of the test patients with the run's test model.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     summary_file = args.demo / "runs" / "tin-cv" / "cv_summary.json"

@@ -111,10 +111,9 @@ def load_checkpoints(given: list[Path], *, eval_clips: int | None = None):
     """The model(s) of the --checkpoint options: files as they are, run folders as their test model's checkpoints;
     several make a `ModelEnsemble`."""
     from alnvid.models.trained import load_models
-    from alnvid.runs import run_checkpoints
+    from alnvid.runs import is_run_folder, run_checkpoints
 
     paths = []
     for path in map(Path, given):
-        is_run = path.is_dir() and any((path / name).is_file() for name in ("summary.json", "cv_summary.json"))
-        paths += run_checkpoints(path) if is_run else [path]
+        paths += run_checkpoints(path) if is_run_folder(path) else [path]
     return load_models(paths, eval_clips=eval_clips)
