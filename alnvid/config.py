@@ -68,6 +68,8 @@ class DataConfig:
 
 
 INPUT_NORMS = ("none", "clip")
+CONSENSUS = ("mean", "max")
+"""How a clip's per-frame logits become its logits (`ModelConfig.consensus`)."""
 
 
 @dataclass
@@ -83,9 +85,13 @@ class ModelConfig:
     """'none': the network sees pixels scaled to 0-1 (the study). 'clip': each clip (or image) is first standardised
     to zero mean and unit variance over its own pixels, so that a scanner's gain and dynamic range, which differ
     between hospitals, do not shift the prediction. Part of the network: predict, explain and export apply it."""
+    consensus: str = "mean"
+    """How TIN and TSM pool their per-frame logits into a clip's: 'mean' (TSN, the study) or 'max' (the clip takes
+    the logits of its most positive frame: multiple-instance learning, for evidence seen in part of the sweep)."""
 
     def __post_init__(self) -> None:
         _choice("model.input_norm", self.input_norm, INPUT_NORMS)
+        _choice("model.consensus", self.consensus, CONSENSUS)
 
 
 @dataclass

@@ -32,7 +32,8 @@ from alnvid.config import TEST_MODELS, RunConfig, changed_result_settings
 from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
-from alnvid.runs import fold_folder
+from alnvid.models.registry import check_consensus
+from alnvid.runs import fold_checkpoint, fold_folder
 from alnvid.train import (
     Hardware,
     build_datamodule,
@@ -44,7 +45,7 @@ from alnvid.train import (
     read_predictions,
     resolve_auto,
 )
-from alnvid.utils import atomic_write_csv, atomic_write_text
+from alnvid.utils import atomic_write_csv, atomic_write_text, quiet_libraries
 
 
 @dataclass
@@ -113,6 +114,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     if only_fold is not None and not 0 <= only_fold < folds:
         raise AlnvidError(f"--fold {only_fold} is outside 0..{folds - 1}", fix=f"give --fold 0 to {folds - 1}.")
     todo = [only_fold] if only_fold is not None else list(range(folds))
+    check_consensus(config.model.name, config.model.consensus)
     # the folds must be formable before any fold folder is written
     manifest = load_manifest(config.data.manifest, folds=folds, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)
@@ -210,7 +212,7 @@ def explain_best_fold(result: CVResult, config: RunConfig) -> None:
     from alnvid.explain.export import GradCAMExport
     from alnvid.models.trained import load_trained
 
-    model = load_trained(fold_folder(result.out, result.best_fold) / "checkpoints" / "best.ckpt")
+    model = load_trained(fold_checkpoint(result.out, result.best_fold))
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     exporter = GradCAMExport(result.out / "gradcam", model.config, top_n=config.explain.top_n,
                              gif=config.explain.gif)
@@ -317,4 +319,5 @@ def collect_cv(out: str | Path, test_model: str | None = None) -> CVResult:
 
 
 if __name__ == "__main__":  # one fold of a parallel cross-validation: python -m alnvid.cv CONFIG FOLDS FOLD
+    quiet_libraries()  # as the command line does: the fold's log keeps errors, not known harmless warnings
     run_cv(RunConfig.load(sys.argv[1]), int(sys.argv[2]), only_fold=int(sys.argv[3]))

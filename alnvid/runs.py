@@ -17,6 +17,11 @@ def fold_folder(out: Path, fold: int) -> Path:
     return out / f"fold_{fold}"
 
 
+def fold_checkpoint(out: Path, fold: int) -> Path:
+    """The selected model of fold `fold` of a cross-validation in `out` (what `fit` writes as best.ckpt)."""
+    return fold_folder(out, fold) / "checkpoints" / "best.ckpt"
+
+
 @dataclass
 class RunRecord:
     """One model's results: predictions per split, training history and provenance."""
@@ -83,7 +88,7 @@ def run_checkpoints(folder: str | Path) -> list[Path]:
     with `test_model` 'ensemble' every fold's (used together as `ModelEnsemble`)."""
     record = load_run(folder)
     if "num_folds" in record.summary and record.summary.get("test_model") == "ensemble":
-        return [fold_folder(record.folder, k) / "checkpoints" / "best.ckpt" for k in record.summary["folds_done"]]
+        return [fold_checkpoint(record.folder, k) for k in record.summary["folds_done"]]
     return [record.folder / record.summary["best_checkpoint"]]
 
 

@@ -44,7 +44,7 @@ from alnvid.data.datamodule import (
 from alnvid.data.manifest import Manifest, load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.models.module import ALNClassifier, gather_rows
-from alnvid.models.registry import get_model_spec
+from alnvid.models.registry import check_consensus, get_model_spec
 from alnvid.models.trained import network_input_size, require_motion
 from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
@@ -134,6 +134,7 @@ def build_module(config: RunConfig) -> ALNClassifier:
         weights=config.model.weights,
         channels_last=config.model.channels_last,
         input_norm=config.model.input_norm,
+        consensus=config.model.consensus,
     )
     module.run_config = config.to_dict()
     return module
@@ -157,6 +158,7 @@ def fit(
     if (out / "summary.json").exists() and not resume:
         raise AlnvidError("this run folder already holds a finished run", path=out,
                           fix="choose another --out, or pass --resume to continue it.")
+    check_consensus(config.model.name, config.model.consensus)
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
     config.data.manifest = str(manifest.path)  # absolute, so reports find it from anywhere
     runtime = resolve_auto(config)  # before a resumed run's saved settings are compared with these

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes (a crash never leaves a half-written output)."""
+"""Small shared helpers: atomic file writes (a crash never leaves a half-written output), quiet libraries."""
 from __future__ import annotations
 
 import os
@@ -44,3 +44,16 @@ def atomic_write_csv(table, path: str | Path) -> None:
     """Write a pandas DataFrame as CSV (no index) atomically."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own messages: Lightning's banners and tips, and known harmless warnings, off."""
+    import logging
+    import warnings
+
+    # Lightning resets its package logger's level when imported, so quieten the loggers it speaks through.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")

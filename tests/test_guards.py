@@ -223,6 +223,15 @@ def test_too_many_folds_are_refused_with_a_fold_count_that_works(tiny_cohort, tm
     assert nothing_in(tmp_path / "run") and nothing_in(tmp_path / "cache")
 
 
+
+def test_max_consensus_for_a_3d_cnn_is_refused_before_anything_is_read(tiny_cohort, tmp_path):
+    for command in ("fit", "cv"):
+        assert_refused(run(command, *fit_args(tiny_cohort, tmp_path), "--model", "r2plus1d", "--consensus", "max"),
+                       "model 'r2plus1d' has no per-frame logits", "--consensus mean", "tin, tsm")
+    assert_refused(run("fit", *fit_args(tiny_cohort, tmp_path), "--consensus", "median"),
+                   "model.consensus", "mean, max")
+    assert nothing_in(tmp_path / "run") and nothing_in(tmp_path / "cache")
+
 # --- scores that are not probabilities -----------------------------------------------------------------------------
 
 def _predictions(tmp_path: Path, prob, name="p.csv") -> Path:

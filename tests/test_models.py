@@ -156,6 +156,42 @@ def test_tin_frames_interact_but_resnet_frames_do_not():
     assert not torch.allclose(per_frame[0][1:], per_frame[1][1:])  # frame 0 reaches frames 1.. through interlace
 
 
+@pytest.mark.parametrize("name", ["tin", "tsm"])
+def test_consensus_mean_and_max_against_the_per_frame_logits(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_frames=FRAMES).eval()
+    x = torch.rand(2, 3, FRAMES, CLIP_SIZE, CLIP_SIZE)
+    with torch.no_grad():
+        per_frame = model.backbone(x.transpose(1, 2).flatten(0, 1)).view(2, FRAMES, -1)
+        mean = model(x)
+        model.consensus = "max"
+        most = model(x)
+    torch.testing.assert_close(mean, per_frame.mean(1))
+    for clip in range(2):  # the frame with the largest logit difference, found independently
+        frame = max(range(FRAMES), key=lambda t: float(per_frame[clip, t, 1] - per_frame[clip, t, 0]))
+        torch.testing.assert_close(most[clip], per_frame[clip, frame])
+
+
+def test_max_consensus_sends_the_gradient_to_one_frame_per_clip():
+    from alnvid.models.tin import frame_consensus
+
+    logits = torch.tensor([[[0.0, 1.0], [2.0, 0.0], [0.5, 3.0]], [[1.0, 1.0], [0.0, -1.0], [4.0, 4.5]]],
+                          requires_grad=True)
+    frame_consensus(logits, "max").sum().backward()
+    # clip 0: differences 1, -2, 2.5 -> frame 2; clip 1: 0, -1, 0.5 -> frame 2
+    expected = torch.zeros(2, 3, 2)
+    expected[:, 2] = 1.0
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_consensus_other_than_mean_is_refused_for_models_without_frame_logits():
+    assert build_model("tin", num_frames=FRAMES, consensus="max").consensus == "max"
+    with pytest.raises(AlnvidError, match="no per-frame logits") as caught:
+        build_model("r2plus1d", consensus="max")
+    assert "tin, tsm" in caught.value.fix
+    build_model("resnet50", consensus="mean")  # the default is accepted everywhere
+
+
 @pytest.mark.parametrize("name,frames,size", [("r2plus1d", 3, 40), ("resnet3d", 6, 48), ("r3d_18", 5, 36)])
 def test_3d_models_accept_any_clip_length_and_size(name, frames, size):
     model = build_model(name).eval()

@@ -89,19 +89,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def quiet_libraries() -> None:
-    """Keep the terminal for our own messages: Lightning's banners and tips, and known harmless warnings, off."""
-    import logging
-    import warnings
-
-    # Lightning resets its package logger's level when imported, so quieten the loggers it speaks through.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-
-
 CHECKPOINT_HELP = ("A run's checkpoints/best.ckpt (it carries the run's settings: it works copied on its own), or a "
                    "run folder (a cv folder gives its test model: the best fold, or every fold with --test-model "
                    "ensemble). Repeat it to average several checkpoints of one recipe.")

@@ -49,6 +49,7 @@ def cv(
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
+    consensus: Optional[str] = TRAINING_OPTIONS["consensus"],
     intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],

@@ -16,7 +16,7 @@ from alnvid.cli import (
     stats,
     train,
 )
-from alnvid.cli._common import quiet_libraries
+from alnvid.utils import quiet_libraries
 
 app = typer.Typer(
     name="alnvid",

@@ -50,6 +50,9 @@ TRAINING_OPTIONS = {
     "input_norm": typer.Option(None, "--input-norm", help="none (default: pixels 0-1, the study) or clip (each clip "
                                "or image standardised over its own pixels first, so another scanner's gain and "
                                "dynamic range do not shift predictions)."),
+    "consensus": typer.Option(None, "--consensus", help="TIN and TSM: how per-frame logits become the clip's: mean "
+                              "(default: TSN's average, the study) or max (the clip takes its most positive frame's "
+                              "logits: multiple-instance learning, for evidence seen in part of the sweep)."),
     "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better per-patient "
                              "validation AUC."),
     "checkpoint_every": typer.Option(None, "--checkpoint-every", help="Seconds between saves of last.ckpt (weights "
@@ -95,6 +98,7 @@ def training_overrides(**options) -> dict:
              "allow_modality": "data.allow_modalities",
              "selection": "trainer.selection", "eval_clips": "data.eval_clips",
              "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
+             "consensus": "model.consensus",
              "intensity": "data.intensity", "test_model": "trainer.test_model"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
@@ -128,6 +132,7 @@ def fit(
     weights: Optional[str] = TRAINING_OPTIONS["weights"],
     channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
     input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
+    consensus: Optional[str] = TRAINING_OPTIONS["consensus"],
     intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],

@@ -53,11 +53,13 @@ class ALNClassifier(L.LightningModule):
         channels_last: bool = False,
         aux_loss_weight: float = 0.4,
         input_norm: str = "none",
+        consensus: str = "mean",
     ):
         super().__init__()
         self.save_hyperparameters()
         self.spec = get_model_spec(model_name)
-        self.model = build_model(model_name, num_classes=num_classes, num_frames=num_frames, weights=weights)
+        self.model = build_model(model_name, num_classes=num_classes, num_frames=num_frames, weights=weights,
+                                 consensus=consensus)
         # 3D CNNs (5-D weights and clips) take channels_last_3d; 2D CNNs, on images or folded frames, channels_last.
         volumetric = self.spec.input_kind == "clip" and not self.spec.time_folded
         self.memory_format = torch.channels_last_3d if volumetric else torch.channels_last

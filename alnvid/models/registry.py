@@ -105,21 +105,40 @@ def build_model(
     num_classes: int = 2,
     num_frames: int = 16,
     weights: str | Path | None = None,
+    consensus: str = "mean",
     **kwargs: Any,
 ) -> nn.Module:
     """Build model ``name`` with random initialisation, or with the state dict in the local file ``weights``.
 
     ``num_frames`` is passed to builders whose architecture depends on the clip length (TIN, TSM); the others
-    accept any number of frames. ``weights`` may be a plain state dict or a Lightning checkpoint (keys under
-    ``"state_dict"`` prefixed ``"model."``); loading is strict.
+    accept any number of frames. ``consensus`` (how per-frame logits become a clip's) exists only for models that
+    score frames one by one (TIN, TSM); the others refuse anything but 'mean'. ``weights`` may be a plain state
+    dict or a Lightning checkpoint (keys under ``"state_dict"`` prefixed ``"model."``); loading is strict.
     """
     spec = get_model_spec(name)
-    if "num_frames" in inspect.signature(spec.builder).parameters:
+    parameters = inspect.signature(spec.builder).parameters
+    if "num_frames" in parameters:
         kwargs["num_frames"] = num_frames
+    check_consensus(name, consensus)
+    if "consensus" in parameters:
+        kwargs["consensus"] = consensus
     model = spec.builder(num_classes=num_classes, **kwargs)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def takes_consensus(name: str) -> bool:
+    """Whether model `name` pools per-frame logits, so that its `consensus` can be chosen (TIN, TSM)."""
+    return "consensus" in inspect.signature(get_model_spec(name).builder).parameters
+
+
+def check_consensus(name: str, consensus: str) -> None:
+    """Refuse a frame consensus other than 'mean' for a model that has no per-frame logits to pool."""
+    if consensus != "mean" and not takes_consensus(name):
+        takers = [other for other in list_models() if takes_consensus(other)]
+        raise AlnvidError(f"model {name!r} has no per-frame logits to pool, so consensus {consensus!r} does not apply",
+                          fix=f"use --consensus mean with {name!r}, or a frame-wise video model: {', '.join(takers)}.")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -4,19 +4,33 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 from torchvision.models import resnet50
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from alnvid.config import CONSENSUS
 from alnvid.errors import AlnvidError
 from alnvid.models.interlace import TemporalInterlace, TemporalShift
 from alnvid.models.registry import register_model
 
-__all__ = ["TemporalResNet", "tin_resnet50", "tsm_resnet50"]
+__all__ = ["TemporalResNet", "frame_consensus", "tin_resnet50", "tsm_resnet50"]
+
+
+def frame_consensus(frame_logits: Tensor, consensus: str) -> Tensor:
+    """(N, T, classes) per-frame logits -> (N, classes). 'mean' is TSN's consensus, as TIN and TSM publish it.
+    'max' (multiple-instance learning, for evidence seen in only part of a sweep) takes, per clip, the logits of the
+    frame least likely to be class 0 (for two classes, the largest logit difference): only that frame gets gradient."""
+    if consensus == "mean":
+        return frame_logits.mean(dim=1)
+    evidence = torch.logsumexp(frame_logits[..., 1:], dim=-1) - frame_logits[..., 0]
+    frame = evidence.argmax(dim=1)
+    return frame_logits[torch.arange(len(frame_logits), device=frame.device), frame]
 
 
 class TemporalResNet(nn.Module):
-    """Run a torchvision ResNet on each frame of a clip and average the per-frame logits (TSN consensus).
+    """Run a torchvision ResNet on each frame of a clip and pool the per-frame logits (`CONSENSUS`; TSN's mean by
+    default).
 
     Input (N, C, T, H, W) with T == ``num_frames``; output logits (N, num_classes). ``make_temporal(channels)``
     builds the layer inserted before ``conv1`` of every bottleneck of layer1-layer4, so it acts on the residual
@@ -24,9 +38,13 @@ class TemporalResNet(nn.Module):
     row n·T + t.
     """
 
-    def __init__(self, backbone: ResNet, num_frames: int, make_temporal: Callable[[int], nn.Module]):
+    def __init__(self, backbone: ResNet, num_frames: int, make_temporal: Callable[[int], nn.Module],
+                 consensus: str = "mean"):
         super().__init__()
+        if consensus not in CONSENSUS:
+            raise AlnvidError(f"unknown frame consensus {consensus!r}", fix=f"use one of: {', '.join(CONSENSUS)}.")
         self.num_frames = num_frames
+        self.consensus = consensus
         self.backbone = backbone
         for stage in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
             for block in stage:
@@ -45,7 +63,7 @@ class TemporalResNet(nn.Module):
             )
         n, c, t, h, w = clips.shape
         frames = clips.transpose(1, 2).reshape(n * t, c, h, w)
-        return self.backbone(frames).view(n, t, -1).mean(dim=1)
+        return frame_consensus(self.backbone(frames).view(n, t, -1), self.consensus)
 
 
 @register_model(
@@ -57,12 +75,14 @@ class TemporalResNet(nn.Module):
     time_folded=True,
     description="TIN-ResNet50: learned fractional temporal interlace in every bottleneck (Shao et al. 2020)",
 )
-def tin_resnet50(num_classes: int = 2, num_frames: int = 16, shift_div: int = 4) -> TemporalResNet:
+def tin_resnet50(num_classes: int = 2, num_frames: int = 16, shift_div: int = 4,
+                 consensus: str = "mean") -> TemporalResNet:
     """TIN-ResNet50 (random init): :class:`TemporalInterlace` on 1/``shift_div`` of the channels of every block."""
     return TemporalResNet(
         resnet50(weights=None, num_classes=num_classes),
         num_frames,
         lambda channels: TemporalInterlace(channels, num_frames, shift_div),
+        consensus,
     )
 
 
@@ -75,10 +95,12 @@ def tin_resnet50(num_classes: int = 2, num_frames: int = 16, shift_div: int = 4)
     time_folded=True,
     description="TSM-ResNet50: fixed one-frame shift of 2/shift_div of the channels (Lin et al. 2019)",
 )
-def tsm_resnet50(num_classes: int = 2, num_frames: int = 16, shift_div: int = 8) -> TemporalResNet:
+def tsm_resnet50(num_classes: int = 2, num_frames: int = 16, shift_div: int = 8,
+                 consensus: str = "mean") -> TemporalResNet:
     """TSM-ResNet50 (random init): :class:`TemporalShift` (±1 frame on 2/``shift_div`` of channels) in every block."""
     return TemporalResNet(
         resnet50(weights=None, num_classes=num_classes),
         num_frames,
         lambda channels: TemporalShift(channels, num_frames, shift_div),
+        consensus,
     )
