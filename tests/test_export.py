@@ -30,14 +30,14 @@ from alnvid.models.module import ALNClassifier
 from alnvid.models.trained import TrainedModel, load_trained
 
 
-def _tiny_model(name: str, input_norm: str = "none") -> TrainedModel:
+def _tiny_model(name: str, input_norm: str = "none", consensus: str = "mean") -> TrainedModel:
     """A randomly initialised model of the registry at T 4 and 32 px, wrapped like a loaded checkpoint."""
     torch.manual_seed(0)
     config = RunConfig()
-    config.model.name, config.model.input_norm = name, input_norm
+    config.model.name, config.model.input_norm, config.model.consensus = name, input_norm, consensus
     config.data.frames, config.data.resize, config.data.crop_size, config.data.input_size = 4, 40, 32, 32
     config.data.still_frames = "all"
-    module = ALNClassifier(model_name=name, num_frames=4, input_norm=input_norm).eval()
+    module = ALNClassifier(model_name=name, num_frames=4, input_norm=input_norm, consensus=consensus).eval()
     return TrainedModel(module, config, Path("unused.ckpt"))
 
 
@@ -75,6 +75,19 @@ def test_exported_file_standardises_clips_like_the_model(tmp_path):
     with torch.no_grad():
         expected = model.module.class_probabilities(x)
     assert torch.allclose(load_exported(tmp_path / "tin.onnx").class_probabilities(x), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_max_consensus_picks_the_frame_per_clip_like_the_model(fmt, tmp_path):
+    """The most positive frame is chosen inside the file, per clip, for a batch size other than the traced one."""
+    model = _tiny_model("tin", consensus="max")
+    export_model(model, fmt, tmp_path / f"tin.{fmt}")
+    x = _batch(model, 3, seed=13)
+    with torch.no_grad():
+        expected = model.module.class_probabilities(x)
+        mean = _tiny_model("tin").module.class_probabilities(x)
+    assert not torch.allclose(expected, mean, atol=1e-3)  # the consensus changes the output
+    assert torch.allclose(load_exported(tmp_path / f"tin.{fmt}").class_probabilities(x), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("side", [1, 2, 3, 7, 9, 20])

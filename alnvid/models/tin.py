@@ -24,8 +24,8 @@ def frame_consensus(frame_logits: Tensor, consensus: str) -> Tensor:
     if consensus == "mean":
         return frame_logits.mean(dim=1)
     evidence = torch.logsumexp(frame_logits[..., 1:], dim=-1) - frame_logits[..., 0]
-    frame = evidence.argmax(dim=1)
-    return frame_logits[torch.arange(len(frame_logits), device=frame.device), frame]
+    frame = evidence.argmax(dim=1, keepdim=True).unsqueeze(-1).expand(-1, 1, frame_logits.shape[-1])
+    return frame_logits.gather(1, frame).squeeze(1)  # gather, not arange indexing: exports for any batch size
 
 
 class TemporalResNet(nn.Module):
