@@ -33,7 +33,7 @@ from alnvid.data.datamodule import ProgressFn
 from alnvid.data.manifest import load_manifest
 from alnvid.errors import AlnvidError
 from alnvid.models.registry import check_consensus
-from alnvid.runs import fold_checkpoint, fold_folder
+from alnvid.runs import fold_folder, run_checkpoints
 from alnvid.train import (
     Hardware,
     build_datamodule,
@@ -157,7 +157,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
             comparison.compare(split, read_predictions(result.test_files[split]))
         result.comparisons = comparison.results
     if config.explain.export:
-        explain_best_fold(result, config)
+        explain_test_model(result, config)
     return result
 
 
@@ -204,21 +204,21 @@ def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], proc
                           fix="read the end of that log; rerun the same command to resume (finished folds are kept).")
 
 
-def explain_best_fold(result: CVResult, config: RunConfig) -> None:
-    """Grad-CAM of the test sets' telling cases with the selected fold's model, into <cv folder>/gradcam/.
+def explain_test_model(result: CVResult, config: RunConfig) -> None:
+    """Grad-CAM of the test sets' telling cases with the run's test model (the best fold, or the fold ensemble:
+    the mean of the folds' heatmaps), into <cv folder>/gradcam/.
 
     A split whose index.csv exists was exported by an earlier (interrupted) run and is kept.
     """
-    from alnvid.explain.export import GradCAMExport
-    from alnvid.models.trained import load_trained
+    from alnvid.explain.export import export_gradcam
+    from alnvid.models.trained import load_models
 
-    model = load_trained(fold_checkpoint(result.out, result.best_fold))
+    model = load_models(run_checkpoints(result.out))
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
-    exporter = GradCAMExport(result.out / "gradcam", model.config, top_n=config.explain.top_n,
-                             gif=config.explain.gif)
     for split in manifest.test_splits:
         if not (result.out / "gradcam" / split / "index.csv").is_file():
-            exporter.export(model.module, manifest.rows(split), split)
+            export_gradcam(model, manifest.rows(split), result.out / "gradcam" / split, top_n=config.explain.top_n,
+                           gif=config.explain.gif)
 
 
 OOF_NOTES = {

@@ -27,7 +27,7 @@ from alnvid.models.exported import (
     load_exported,
 )
 from alnvid.models.module import ALNClassifier
-from alnvid.models.trained import TrainedModel, load_trained
+from alnvid.models.trained import ModelEnsemble, TrainedModel, load_trained
 
 
 def _tiny_model(name: str, input_norm: str = "none", consensus: str = "mean") -> TrainedModel:
@@ -195,6 +195,42 @@ def test_export_cli_onnx_predicts_like_the_checkpoint(fast_tin_run, tiny_cohort,
     assert not torch.allclose(per_clip[:, 0], per_clip[:, 1], atol=1e-4)
     torch.testing.assert_close(exported_model.class_probabilities(x), per_clip.mean(1), atol=1e-6, rtol=0)
     torch.testing.assert_close(exported_model.class_probabilities(x), trained.class_probabilities(x), atol=1e-4, rtol=0)
+
+
+def test_an_ensemble_exports_as_one_file_of_its_members_mean(tmp_path):
+    members = []
+    for seed in (0, 1):
+        member = _tiny_model("tin")
+        torch.manual_seed(seed)
+        member.module.model.backbone.fc.reset_parameters()  # members that differ
+        members.append(member)
+    ensemble = ModelEnsemble(members)
+    report = export_model(ensemble, "onnx", tmp_path / "ensemble.onnx")
+    assert report["metadata"]["members"] == 2
+    exported = load_exported(tmp_path / "ensemble.onnx")
+    x = _batch(members[0], 3, seed=14)
+    with torch.no_grad():
+        each = [member.module.class_probabilities(x) for member in members]
+    assert not torch.allclose(each[0], each[1], atol=1e-3)
+    torch.testing.assert_close(exported.class_probabilities(x), (each[0] + each[1]) / 2, atol=1e-4, rtol=0)
+    assert load_exported(tmp_path / "ensemble.onnx").metadata["members"] == 2
+
+
+def test_export_cli_of_two_checkpoints_predicts_like_them(fast_tin_run, tiny_cohort, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALNVID_CACHE", str(tmp_path / "cache"))
+    best, last = (fast_tin_run / "checkpoints" / name for name in ("best.ckpt", "last.ckpt"))
+    model_file = tmp_path / "pair.pt"
+    exported = CliRunner(env={"COLUMNS": "250"}).invoke(
+        app, ["export", str(best), str(last), "--format", "torchscript", "--out", str(model_file)])
+    assert exported.exit_code == 0, exported.output
+    assert "(mean of 2 models)" in exported.output
+    video = tiny_cohort.parent / pd.read_csv(tiny_cohort, dtype=str)["path"].iloc[-1]
+    runs = {}
+    for options in (["-c", str(best), "-c", str(last)], ["--model-file", str(model_file)]):
+        result = CliRunner().invoke(app, ["predict", str(video), *options, "--json"])
+        assert result.exit_code == 0, result.output
+        runs[options[0]] = json.loads(result.output)[0]["prob"]
+    assert runs["--model-file"] == pytest.approx(runs["-c"], abs=1e-4)
 
 
 def test_export_cli_refuses_unknown_format(fast_tin_run, tmp_path):

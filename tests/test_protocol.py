@@ -178,11 +178,13 @@ def test_cv_layout_and_ensemble(runs):
     assert summary["best_fold"] == max((0, 1), key=lambda k: (summary["fold_val_auc"][str(k)], -k))
     oof = pd.read_csv(runs / "tin-cv" / "oof_predictions.csv")
     assert len(oof) == 16 and oof["patient_id"].is_unique  # every development patient exactly once
-    for split in ("test_a", "test_b"):  # Grad-CAM of the selected fold's telling test cases
-        index = pd.read_csv(runs / "tin-cv" / "gradcam" / split / "index.csv")
+    for split in ("test_a", "test_b"):  # Grad-CAM of the test model's (here the best fold's) telling test cases
+        index = pd.read_csv(runs / "tin-cv" / "gradcam" / split / "index.csv", dtype={"patient_id": str})
         assert len(index) >= 2 and set(index["reason"]) <= {"confident_positive", "confident_negative",
                                                              "false_positive", "false_negative"}
         assert all((runs / "tin-cv" / "gradcam" / split / f"{name}_keyframe.png").is_file() for name in index["name"])
+        tested = pd.read_csv(runs / "tin-cv" / f"predictions_{split}.csv", dtype={"patient_id": str})
+        assert np.allclose(index["prob"], tested.set_index("patient_id")["prob"].loc[index["patient_id"]], atol=1e-5)
     folds = [pd.read_csv(runs / "tin-cv" / f"fold_{k}" / "predictions_test_a.csv").set_index("patient_id")
              for k in (0, 1)]
     ensemble = pd.read_csv(runs / "tin-cv" / "ensemble" / "predictions_test_a.csv").set_index("patient_id")
@@ -215,6 +217,22 @@ def test_cv_test_model_ensemble_is_what_comparisons_and_reports_use(runs, tmp_pa
     assert run_checkpoints(cv) == [cv / f"fold_{result.best_fold}" / "checkpoints" / "best.ckpt"]
     wrong = CliRunner().invoke(app, ["cv", "--collect", str(cv), "--test-model", "mean"])
     assert wrong.exit_code == 2 and "best_fold, ensemble" in wrong.output
+
+
+def test_cv_explains_the_fold_ensemble_when_it_is_the_test_model(runs, tmp_path):
+    from alnvid.cv import explain_test_model
+
+    cv = tmp_path / "tin-cv"
+    shutil.copytree(runs / "tin-cv", cv, ignore=shutil.ignore_patterns("gradcam", "logs", "last.ckpt"))
+    result = collect_cv(cv, test_model="ensemble")
+    config = RunConfig.load(cv / "fold_0" / "config.yaml")
+    config.explain.top_n, config.explain.gif = 1, False
+    explain_test_model(result, config)
+    for split in ("test_a", "test_b"):
+        index = pd.read_csv(cv / "gradcam" / split / "index.csv", dtype={"patient_id": str})
+        ensemble = pd.read_csv(cv / "ensemble" / f"predictions_{split}.csv", dtype={"patient_id": str})
+        assert np.allclose(index["prob"], ensemble.set_index("patient_id")["prob"].loc[index["patient_id"]],
+                           atol=1e-5)
 
 
 def test_cv_collect_names_missing_folds(runs, tmp_path):

@@ -15,7 +15,7 @@ import pandas as pd
 from alnvid.config import RunConfig
 from alnvid.data.cache import PreprocessCache
 from alnvid.explain.core import explain_file
-from alnvid.models.trained import TrainedModel, model_input, predict_file
+from alnvid.models.trained import ModelEnsemble, TrainedModel, model_input, predict_file
 from alnvid.utils import atomic_write_csv
 
 __all__ = ["GradCAMExport", "export_gradcam", "select_cases"]
@@ -38,7 +38,7 @@ def select_cases(predictions: pd.DataFrame, top_n: int = 3, threshold: float = 0
 
 
 def export_gradcam(
-    model: TrainedModel,
+    model: TrainedModel | ModelEnsemble,
     rows: pd.DataFrame,
     out_dir: str | Path,
     *,

@@ -9,6 +9,9 @@ of the run (TIN and TSM are built for a fixed T, and the spatial size is part of
 backbone exports, TIN included (its interlace is plain PyTorch); VGG's adaptive pool is rewritten as an equal
 matrix form that the ONNX exporter takes at any input size.
 
+A `ModelEnsemble` (a cross-validation's folds) exports as one file whose output is the mean of the members'
+probabilities, as `alnvid cv`'s fold ensemble and `predict -c <cv folder>` compute it.
+
 Each file carries the preprocessing that `predict` needs (:data:`METADATA_KEYS`): in ONNX as ``metadata_props``
 (each value JSON-encoded), in TorchScript as the extra file ``alnvid.json``.
 """
@@ -32,7 +35,7 @@ from alnvid.data.cache import CACHE_FORMAT, default_cache_dir
 from alnvid.errors import AlnvidError, InputFileError
 from alnvid.models.module import standardise_items
 from alnvid.models.registry import ModelSpec, get_model_spec
-from alnvid.models.trained import TrainedModel
+from alnvid.models.trained import ModelEnsemble, TrainedModel
 from alnvid.utils import atomic_path
 
 __all__ = ["ExportFormat", "ExportedModel", "export_model", "load_exported", "metadata_for"]
@@ -56,8 +59,8 @@ SAMPLING_RULE = {"clip": "T = frames frames at the centres of T equal segments o
 METADATA_KEYS = ("format_version", "alnvid_version", "model_name", "input_kind", "num_classes", "frames", "resize",
                  "crop_size", "input_size", "mask_overlays", "still_frames", "crop_rule", "frame_sampling",
                  "preprocessing_version", "input_layout", "output")
-OPTIONAL_METADATA_KEYS = ("eval_clips",)
-"""Written since format 1 gained them; a file without them gets their default (eval_clips 1)."""
+OPTIONAL_METADATA_KEYS = ("eval_clips", "members")
+"""Written since format 1 gained them; a file without them gets their default (eval_clips 1, members 1)."""
 
 
 class _Probabilities(nn.Module):
@@ -99,6 +102,17 @@ def _window_means(out: int, size: int, dtype: torch.dtype) -> Tensor:
     return matrix
 
 
+class _MeanProbabilities(nn.Module):
+    """Several `_Probabilities` averaged: an ensemble's output, one network in the file."""
+
+    def __init__(self, members: list[_Probabilities]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
 def _exportable(network: nn.Module) -> nn.Module:
     """A copy of `network` with every non-global ``AdaptiveAvgPool2d`` replaced by :class:`_AdaptiveAvgPool2dByMatrices`."""
     network = copy.deepcopy(network)
@@ -111,7 +125,7 @@ def _exportable(network: nn.Module) -> nn.Module:
     return network
 
 
-def metadata_for(model: TrainedModel) -> dict[str, Any]:
+def metadata_for(model: TrainedModel | ModelEnsemble) -> dict[str, Any]:
     """The preprocessing and model facts an exported file carries (see :data:`METADATA_KEYS`)."""
     data, spec = model.config.data, model.spec
     clip = spec.input_kind == "clip"
@@ -128,6 +142,7 @@ def metadata_for(model: TrainedModel) -> dict[str, Any]:
         "mask_overlays": bool(data.mask_overlays),
         "still_frames": data.still_frames,
         "eval_clips": int(data.eval_clips) if clip else 1,  # optional: files from before it score one clip
+        "members": len(model.members) if isinstance(model, ModelEnsemble) else 1,
         "crop_rule": CROP_RULE,
         "frame_sampling": SAMPLING_RULE[spec.input_kind],
         "preprocessing_version": CACHE_FORMAT,
@@ -143,8 +158,9 @@ def example_input(metadata: dict[str, Any], batch: int, seed: int = 0) -> Tensor
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def export_model(model: TrainedModel, fmt: str, out: str | Path) -> dict[str, Any]:
-    """Write `model` as an ONNX or TorchScript file with its preprocessing metadata; return a self-check report.
+def export_model(model: TrainedModel | ModelEnsemble, fmt: str, out: str | Path) -> dict[str, Any]:
+    """Write `model` (one network, or an ensemble as the mean of its members' probabilities) as an ONNX or
+    TorchScript file with its preprocessing metadata; return a self-check report.
 
     The file is traced on a batch of 2 and checked on a different batch of 3 (so the dynamic batch is exercised):
     it is kept only if its probabilities equal PyTorch's within :data:`TOLERANCE`.
@@ -153,8 +169,8 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path) -> dict[str, An
         raise AlnvidError(f"unknown export format {fmt!r}", fix=f"use --format {' or --format '.join(FORMATS)}.")
     out = Path(out)
     metadata = metadata_for(model)
-    standardise = model.module.hparams.get("input_norm", "none") == "clip"
-    wrapper = _Probabilities(_exportable(model.module.model), standardise).float().eval().cpu()
+    members = [_probabilities(member) for member in (model.members if isinstance(model, ModelEnsemble) else [model])]
+    wrapper = (members[0] if len(members) == 1 else _MeanProbabilities(members)).float().eval().cpu()
     trace_input, check_input = example_input(metadata, 2, seed=0), example_input(metadata, 3, seed=1)
     with torch.no_grad():
         expected = wrapper(check_input).numpy()
@@ -171,6 +187,12 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path) -> dict[str, An
                               fix="report this with the model name and `alnvid --version`; try the other --format.")
     return {"out": str(out), "format": fmt, "model": metadata["model_name"], "max_abs_difference": difference,
             "metadata": metadata}
+
+
+def _probabilities(model: TrainedModel) -> _Probabilities:
+    """One trained network as the exported function: its input standardisation (if trained with it), then softmax."""
+    standardise = model.module.hparams.get("input_norm", "none") == "clip"
+    return _Probabilities(_exportable(model.module.model), standardise)
 
 
 def _write_onnx(wrapper: nn.Module, example: Tensor, metadata: dict[str, Any], path: Path) -> None:
@@ -257,6 +279,7 @@ def load_exported(path: str | Path, *, eval_clips: int | None = None) -> Exporte
     for name in ("frames", "resize", "crop_size", "input_size", "mask_overlays", "still_frames"):
         setattr(config.data, name, metadata[name])
     config.data.eval_clips = metadata.get("eval_clips", 1) if eval_clips is None else eval_clips
+    metadata.setdefault("members", 1)
     config.data.__post_init__()
     config.data.cache_dir = str(default_cache_dir())
     config.model.name, config.model.num_classes = metadata["model_name"], metadata["num_classes"]
