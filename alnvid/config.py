@@ -138,8 +138,8 @@ class TrainerConfig:
     """`alnvid cv`: whose test predictions are the run's (listed in cv_summary.json; comparisons and the report
     use them): 'best_fold', the fold of best validation AUC (the study), or 'ensemble', the mean
     probability of every fold's model, which does not stake the result on a choice made on a few validation
-    patients. Both are always written and printed. `predict`/`explain -c <cv folder>` use the one chosen here; the
-    Grad-CAM cases `cv` exports, and `export`, use the best fold's model."""
+    patients. Both are always written and printed. The Grad-CAM cases `cv` exports, and `predict`, `explain` and
+    `export` given the cv folder, use the one chosen here."""
     limit_train_batches: float = 1.0
     checkpoint_every_s: float = 60.0
     """last.ckpt (weights and optimizer state, for resuming) is written after an epoch once this many seconds have

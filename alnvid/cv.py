@@ -134,7 +134,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
         folder = fold_folder(out, fold)
         fold_config = copy.deepcopy(config)
         fold_config.data.fold, fold_config.data.num_folds, fold_config.out = fold, folds, str(folder)
-        fold_config.explain.export = False  # only the selected fold is explained, once all folds are in
+        fold_config.explain.export = False  # only the test model is explained, once all folds are in
         if (folder / "config.yaml").is_file():  # finished, or interrupted and about to resume
             check_fold_settings(folder, fold_config)
         if (folder / "summary.json").is_file():
