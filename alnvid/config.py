@@ -37,6 +37,9 @@ class DataConfig:
     """Training only: each clip's brightness shifted by up to ± this fraction of white and its contrast scaled by
     1 ± this, alike on every frame, as scanners set to another gain or dynamic range show the same tissue.
     0 = off (the study)."""
+    zoom: float = 0.0
+    """Training: a random zoom per clip, the crop's side scaled by 1 ± this before it is resized to the crop size
+    (as another depth setting shows the same anatomy at another scale). 0: off (the study)."""
     augment_device: str = "auto"
     """Where training clips are augmented: 'cpu' (albumentations, in the loader workers), 'gpu' (alnvid.data.
     gpu_augment, on the training device after each batch's transfer; it runs on a CPU too) or 'auto' (gpu when the
@@ -63,6 +66,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice("data.still_frames", self.still_frames, ("middle", "all"))
         _choice("data.augment_device", self.augment_device, ("auto", "cpu", "gpu"))
+        if not 0 <= self.zoom < 1:
+            raise AlnvidError(f"data.zoom is {self.zoom!r}", fix="use a fraction from 0 (off) to below 1, e.g. 0.1.")
         if not isinstance(self.eval_clips, int) or self.eval_clips < 1:
             raise AlnvidError(f"data.eval_clips is {self.eval_clips!r}", fix="use a whole number of clips, 1 or more.")
 

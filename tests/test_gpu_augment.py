@@ -251,9 +251,58 @@ def test_albumentations_intensity_is_one_brightness_and_contrast_per_clip(real_c
 
 
 def test_intensity_input_norm_and_checkpoint_options_reach_the_settings():
-    overrides = training_overrides(intensity=0.2, input_norm="clip", checkpoint_every=0.0)
+    overrides = training_overrides(intensity=0.2, zoom=0.1, input_norm="clip", checkpoint_every=0.0)
     config = resolve_config(None, fast_settings=False, overrides=overrides)
-    assert (config.data.intensity, config.model.input_norm, config.trainer.checkpoint_every_s) == (0.2, "clip", 0.0)
-    assert changed_result_settings(RunConfig(), config) == ["data.intensity", "model.input_norm"]  # saving is neutral
+    assert (config.data.intensity, config.data.zoom, config.model.input_norm) == (0.2, 0.1, "clip")
+    assert config.trainer.checkpoint_every_s == 0.0
+    assert changed_result_settings(RunConfig(), config) == ["data.intensity", "data.zoom", "model.input_norm"]
+    with pytest.raises(AlnvidError, match="data.zoom"):
+        resolve_config(None, fast_settings=False, overrides=training_overrides(zoom=1.5))
     with pytest.raises(AlnvidError, match="model.input_norm"):
         resolve_config(None, fast_settings=False, overrides=training_overrides(input_norm="batch"))
+
+
+def test_zoom_resamples_a_crop_of_another_side_like_cv2(real_clip):
+    batch = torch.from_numpy(np.stack([real_clip, real_clip]))
+    params = _params([False, True], [3, 0], [6, 2], side=torch.tensor([26, 38]))
+    out = augment_batch(batch, params, crop_size=32)
+    flipped = real_clip[:, :, ::-1]
+    crops = [real_clip[:, 3:29, 6:32], flipped[:, 0:38, 2:40]]  # zoomed in (26 px) and out (38 px)
+    for got, crop in zip(out, crops):
+        expected = np.stack([cv2.resize(np.ascontiguousarray(f), (32, 32), interpolation=cv2.INTER_LINEAR)
+                             for f in crop]).astype(np.float32) / 255
+        np.testing.assert_allclose(got.permute(1, 2, 3, 0).numpy(), expected, atol=1.01 / 255)  # cv2 rounds to uint8
+    same_side = augment_batch(batch[:1], _params([True], [3], [5], side=torch.tensor([32])), crop_size=32)
+    plain = augment_batch(batch[:1], _params([True], [3], [5]), crop_size=32)
+    torch.testing.assert_close(same_side, plain, atol=1e-6, rtol=0)  # side = crop: the plain crop's pixels
+
+
+def test_zoom_draws_sides_within_the_frame_on_both_paths(real_clip):
+    from alnvid.data.transforms import ZoomCrop, apply_to_clip, clip_transform
+
+    drawn = [draw_params(np.random.default_rng(seed), 40, 40, 32, elastic=False, zoom=0.2) for seed in range(300)]
+    sides = np.array([d["side"] for d in drawn])
+    assert sides.min() == round(32 * 0.8) and sides.max() == 38 and len(set(sides)) > 8
+    assert all(d["top"] + d["side"] <= 40 and d["left"] + d["side"] <= 40 for d in drawn)
+    assert "side" not in draw_params(np.random.default_rng(0), 40, 40, 32, elastic=False)
+    crop = ZoomCrop(32, 0.2)
+    crop.set_random_seed(0)
+    cpu_sides = [crop.get_params_dependent_on_data({"shape": (40, 40, 3)}, {})["side"] for _ in range(300)]
+    assert min(cpu_sides) == 26 and max(cpu_sides) == 38
+    transform = clip_transform(32, None, train=True, elastic=False, zoom=0.2)
+    still = np.repeat(real_clip[:1], 4, axis=0)  # the same frame four times stays four equal frames
+    out = apply_to_clip(transform, still)
+    assert out.shape == (3, 4, 32, 32) and all(torch.equal(out[:, 0], out[:, t]) for t in range(4))
+
+
+def test_zoom_with_elastic_moves_only_the_clips_whose_coin_says_so(real_clip):
+    batch = torch.from_numpy(np.stack([real_clip, real_clip]))
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal((2, *noise_grid_shape(40, 40)), dtype=np.float32))
+    base = _params([True, True], [3, 3], [4, 4], side=torch.tensor([30, 30]))
+    zoomed = augment_batch(batch, base, crop_size=32)
+    warped = augment_batch(batch, {**base, "elastic": torch.tensor([False, True]), "noise": noise}, crop_size=32)
+    still = augment_batch(batch, {**base, "elastic": torch.tensor([True, True]), "noise": torch.zeros_like(noise)},
+                          crop_size=32)
+    torch.testing.assert_close(warped[0], zoomed[0])  # coin off: the zoomed crop alone
+    assert (warped[1] - zoomed[1]).abs().mean() > 0.01  # coin on: moved
+    torch.testing.assert_close(still, zoomed, atol=1e-5, rtol=0)  # a zero field moves nothing

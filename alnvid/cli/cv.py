@@ -51,6 +51,7 @@ def cv(
     input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
     consensus: Optional[str] = TRAINING_OPTIONS["consensus"],
     intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
+    zoom: Optional[float] = TRAINING_OPTIONS["zoom"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
     selection: Optional[str] = TRAINING_OPTIONS["selection"],

@@ -47,6 +47,9 @@ TRAINING_OPTIONS = {
     "intensity": typer.Option(None, "--intensity", help="Training: random brightness (± this fraction of white) and "
                               "contrast (x 1 ± this) per clip, as another scanner gain shows the same tissue. "
                               "Default 0 (off, the study); the CPU demo uses 0.2."),
+    "zoom": typer.Option(None, "--zoom", help="Training: a random zoom per clip, the crop's side x (1 ± this) "
+                         "resized to the crop, as another depth setting shows the same anatomy larger or smaller. "
+                         "Default 0 (off, the study)."),
     "input_norm": typer.Option(None, "--input-norm", help="none (default: pixels 0-1, the study) or clip (each clip "
                                "or image standardised over its own pixels first, so another scanner's gain and "
                                "dynamic range do not shift predictions)."),
@@ -99,7 +102,7 @@ def training_overrides(**options) -> dict:
              "selection": "trainer.selection", "eval_clips": "data.eval_clips",
              "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
              "consensus": "model.consensus",
-             "intensity": "data.intensity", "test_model": "trainer.test_model"}
+             "intensity": "data.intensity", "zoom": "data.zoom", "test_model": "trainer.test_model"}
     overrides = {names[k]: v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
@@ -134,6 +137,7 @@ def fit(
     input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
     consensus: Optional[str] = TRAINING_OPTIONS["consensus"],
     intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
+    zoom: Optional[float] = TRAINING_OPTIONS["zoom"],
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
     selection: Optional[str] = TRAINING_OPTIONS["selection"],

@@ -38,7 +38,7 @@ class _CohortDataset(Dataset):
         self.config = config
         self.train = train
         self.transform = clip_transform(config.crop_size, input_size, train=train and config.augment,
-                                        elastic=config.elastic, intensity=config.intensity)
+                                        elastic=config.elastic, intensity=config.intensity, zoom=config.zoom)
         self.on_device = train and config.augment and config.augment_device == "gpu"  # 'auto' unresolved: the CPU
 
     def __len__(self) -> int:
@@ -72,7 +72,7 @@ class _CohortDataset(Dataset):
         height, width = frames.shape[-3:-1]
         item = self._item(row, torch.from_numpy(np.ascontiguousarray(frames)), frame_indices)
         item["augment"] = draw_params(rng, height, width, self.config.crop_size, elastic=self.config.elastic,
-                                      intensity=self.config.intensity)
+                                      intensity=self.config.intensity, zoom=self.config.zoom)
         return item
 
 

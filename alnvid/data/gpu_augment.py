@@ -31,15 +31,21 @@ def noise_grid_shape(height: int, width: int) -> tuple[int, int, int]:
 
 
 def draw_params(rng: np.random.Generator, height: int, width: int, crop_size: int, *, elastic: bool,
-                intensity: float = 0.0) -> dict:
-    """One clip's augmentation: flip, crop corner, (when enabled) the elastic coin and its coarse noise, and (when
+                intensity: float = 0.0, zoom: float = 0.0) -> dict:
+    """One clip's augmentation: flip, crop corner (and with `zoom` > 0 the crop's side, `crop_size` x U(1 ± zoom),
+    as `transforms.ZoomCrop` draws it), (when enabled) the elastic coin and its coarse noise, and (when
     `intensity` > 0) a brightness shift and contrast factor, as albumentations' RandomBrightnessContrast draws them.
 
     The noise is drawn even when the coin says no, so every item of a batch has the same keys and shapes.
     """
+    side = crop_size
+    if zoom:
+        side = max(1, min(height, width, round(crop_size * float(rng.uniform(1 - zoom, 1 + zoom)))))
     params = {"flip": bool(rng.random() < 0.5),
-              "top": int(rng.integers(0, height - crop_size + 1)),
-              "left": int(rng.integers(0, width - crop_size + 1))}
+              "top": int(rng.integers(0, height - side + 1)),
+              "left": int(rng.integers(0, width - side + 1))}
+    if zoom:
+        params["side"] = side
     if elastic:
         params["elastic"] = bool(rng.random() < 0.5)
         params["noise"] = torch.from_numpy(rng.standard_normal(noise_grid_shape(height, width), dtype=np.float32))
@@ -60,24 +66,11 @@ def augment_batch(frames: torch.Tensor, params: dict, crop_size: int, input_size
     batch, length, height, width, channels = clips.shape
     device = clips.device
     flip = params["flip"].to(device=device, dtype=torch.bool)
-    rows = params["top"].to(device).long()[:, None] + torch.arange(crop_size, device=device)  # (B, h)
-    cols = params["left"].to(device).long()[:, None] + torch.arange(crop_size, device=device)  # (B, w), flipped frame
-    source_cols = torch.where(flip[:, None], width - 1 - cols, cols)
     index = torch.arange(batch, device=device)[:, None, None]
-    out = clips[index, :, rows[:, :, None], source_cols[:, None, :]]  # (B, h, w, T, 3)
-    out = out.permute(0, 4, 3, 1, 2).float()  # (B, 3, T, h, w)
-    if "noise" in params:
-        shift = elastic_displacement(params["noise"].to(device), height, width)  # (B, 2, H, W) as (dx, dy)
-        shift = shift[index, :, rows[:, :, None], cols[:, None, :]]  # (B, h, w, 2) at the crop's pixels
-        x = cols[:, None, :] + shift[..., 0]
-        x = torch.where(flip[:, None, None], width - 1 - x, x)
-        y = rows[:, :, None] + shift[..., 1]
-        grid = torch.stack([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)
-        planes = clips.permute(0, 1, 4, 2, 3).reshape(batch, length * channels, height, width).float()
-        warped = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        warped = warped.view(batch, length, channels, crop_size, crop_size).transpose(1, 2)
-        on = params["elastic"].to(device=device, dtype=torch.bool).view(batch, 1, 1, 1, 1)
-        out = torch.where(on, warped, out)  # no host sync to pick the elastic clips
+    if "side" in params:  # zoom: every clip's crop has its own side, resampled to crop_size x crop_size
+        out = _zoomed_crops(clips, params, crop_size, flip, index)
+    else:
+        out = _crops(clips, params, crop_size, flip, index)
     if input_size and input_size != crop_size:
         folded = out.reshape(batch, channels * length, crop_size, crop_size)
         folded = F.interpolate(folded, size=(input_size, input_size), mode="bilinear", align_corners=False,
@@ -89,6 +82,64 @@ def augment_batch(frames: torch.Tensor, params: dict, crop_size: int, input_size
         brightness = params["brightness"].to(device=device, dtype=out.dtype).view(batch, 1, 1, 1, 1)
         out = out.mul_(contrast).add_(brightness).clamp_(0.0, 1.0)
     return out[:, :, 0] if still else out
+
+
+def _crops(clips: torch.Tensor, params: dict, crop_size: int, flip: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Flip, elastic (for the clips whose coin says so) and crop of uint8 clips (B, T, H, W, 3) -> (B, 3, T, h, w)."""
+    batch, length, height, width, channels = clips.shape
+    device = clips.device
+    rows = params["top"].to(device).long()[:, None] + torch.arange(crop_size, device=device)  # (B, h)
+    cols = params["left"].to(device).long()[:, None] + torch.arange(crop_size, device=device)  # (B, w), flipped frame
+    source_cols = torch.where(flip[:, None], width - 1 - cols, cols)
+    out = clips[index, :, rows[:, :, None], source_cols[:, None, :]]  # (B, h, w, T, 3)
+    out = out.permute(0, 4, 3, 1, 2).float()  # (B, 3, T, h, w)
+    if "noise" in params:
+        y, x = _warped(params, rows[:, :, None].float(), cols[:, None, :].float(), flip, index, height, width)
+        warped = _sample(clips, x, y)
+        on = params["elastic"].to(device=device, dtype=torch.bool).view(batch, 1, 1, 1, 1)
+        out = torch.where(on, warped, out)  # no host sync to pick the elastic clips
+    return out
+
+
+def _zoomed_crops(clips: torch.Tensor, params: dict, crop_size: int, flip: torch.Tensor,
+                  index: torch.Tensor) -> torch.Tensor:
+    """As `_crops`, for crops of side `params['side']` resized bilinearly to crop_size (cv2's half-pixel rule)."""
+    batch, length, height, width, channels = clips.shape
+    device = clips.device
+    side = params["side"].to(device).float()[:, None]  # (B, 1)
+    steps = (torch.arange(crop_size, device=device, dtype=torch.float32) + 0.5) / crop_size  # (h,)
+    top, left = (params[k].to(device).float()[:, None] for k in ("top", "left"))
+    rows = (top + steps * side - 0.5).clamp(top, top + side - 1)  # (B, h), source rows
+    cols = (left + steps * side - 0.5).clamp(left, left + side - 1)  # (B, w), in the flipped frame
+    y, x = rows[:, :, None].expand(-1, -1, crop_size), cols[:, None, :].expand(-1, crop_size, -1)
+    if "noise" in params:
+        shifted_y, shifted_x = _warped(params, y, x, flip, index, height, width)
+        on = params["elastic"].to(device=device, dtype=torch.bool).view(batch, 1, 1)
+        return _sample(clips, torch.where(on, shifted_x, torch.where(flip[:, None, None], width - 1 - x, x)),
+                       torch.where(on, shifted_y, y))
+    return _sample(clips, torch.where(flip[:, None, None], width - 1 - x, x), y)
+
+
+def _warped(params: dict, y: torch.Tensor, x: torch.Tensor, flip: torch.Tensor, index: torch.Tensor, height: int,
+            width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source coordinates in the unflipped frame of the points (y, x) (B, h, w) of the flipped, elastic frame; the
+    displacement is the field's at the nearest pixel."""
+    shift = elastic_displacement(params["noise"].to(y.device), height, width)  # (B, 2, H, W) as (dx, dy)
+    near_y = y.round().long().clamp(0, height - 1)
+    near_x = x.round().long().clamp(0, width - 1)
+    shift = shift[index, :, near_y, near_x]  # (B, h, w, 2)
+    source_x = x + shift[..., 0]
+    return y + shift[..., 1], torch.where(flip[:, None, None], width - 1 - source_x, source_x)
+
+
+def _sample(clips: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (B, 3, T, h, w) of uint8 clips (B, T, H, W, 3) at pixel coordinates x, y (B, h, w); zeros
+    outside the frame."""
+    batch, length, height, width, channels = clips.shape
+    grid = torch.stack([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)
+    planes = clips.permute(0, 1, 4, 2, 3).reshape(batch, length * channels, height, width).float()
+    sampled = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return sampled.view(batch, length, channels, *x.shape[1:]).transpose(1, 2)
 
 
 def elastic_displacement(noise: torch.Tensor, height: int, width: int, alpha: float = ELASTIC_ALPHA,

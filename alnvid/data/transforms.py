@@ -8,6 +8,7 @@ albumentations' `images=` target draws one set of random parameters for the whol
 from __future__ import annotations
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 
@@ -15,7 +16,7 @@ from alnvid.data.gpu_augment import ELASTIC_ALPHA, ELASTIC_SIGMA
 
 
 def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elastic: bool = True,
-                   intensity: float = 0.0) -> A.Compose:
+                   intensity: float = 0.0, zoom: float = 0.0) -> A.Compose:
     """The albumentations pipeline for one clip (or one still image); `intensity` > 0 adds a random brightness
     (± intensity of white) and contrast (× 1 ± intensity) in training."""
     steps: list[A.BasicTransform] = []
@@ -25,12 +26,37 @@ def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elast
             steps.append(A.ElasticTransform(alpha=ELASTIC_ALPHA, sigma=ELASTIC_SIGMA, p=0.5))
         if intensity:
             steps.append(A.RandomBrightnessContrast(brightness_limit=intensity, contrast_limit=intensity, p=1.0))
-        steps.append(A.RandomCrop(crop_size, crop_size))
+        if zoom:
+            steps.append(ZoomCrop(crop_size, zoom))
+        else:
+            steps.append(A.RandomCrop(crop_size, crop_size))
     else:
         steps.append(A.CenterCrop(crop_size, crop_size))
     if input_size and input_size != crop_size:
         steps.append(A.Resize(input_size, input_size))
     return A.Compose(steps)
+
+
+class ZoomCrop(A.ImageOnlyTransform):
+    """A square crop whose side is `crop_size` x u, u uniform in [1 - zoom, 1 + zoom] (at most the frame), at a
+    random place, resized to `crop_size`: `RandomCrop` with a random scale, the same for every frame of a clip."""
+
+    def __init__(self, crop_size: int, zoom: float, p: float = 1.0):
+        super().__init__(p=p)
+        self.crop_size, self.zoom = crop_size, zoom
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        height, width = params["shape"][:2]
+        scale = self.py_random.uniform(1 - self.zoom, 1 + self.zoom)
+        side = max(1, min(height, width, round(self.crop_size * scale)))
+        return {"top": self.py_random.randint(0, height - side), "left": self.py_random.randint(0, width - side),
+                "side": side}
+
+    def apply(self, img: np.ndarray, top: int, left: int, side: int, **params) -> np.ndarray:
+        crop = img[top:top + side, left:left + side]
+        if side == self.crop_size:
+            return crop
+        return cv2.resize(crop, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
 
 
 def apply_to_clip(transform: A.Compose, frames: np.ndarray) -> torch.Tensor:
