@@ -1,7 +1,8 @@
 """The training augmentation in torch, for a collated batch of uint8 clips on any device (the GPU, after transfer).
 
 The same steps as `alnvid.data.transforms.clip_transform(train=True)`: horizontal flip (p 0.5), elastic transform
-(alpha 30, sigma 6, p 0.5, when enabled), random crop, optional resize to the network's input side, then [0, 1].
+(alpha 30, sigma 6, p 0.5, when enabled), random crop (of a random side resampled to the crop, with `zoom`),
+optional resize to the network's input side, then [0, 1] (and the optional brightness and contrast).
 The dataset draws each clip's parameters on the CPU from the item's own seeded generator (`draw_params`), so runs
 repeat; `augment_batch` applies one set of parameters to every frame of a clip, in one gather (flip and crop) and
 one `grid_sample` (elastic) for the whole batch, so the CPU workers only copy uint8 frames out of the cache.
