@@ -113,12 +113,12 @@ def _zoomed_crops(clips: torch.Tensor, params: dict, crop_size: int, flip: torch
     rows = (top + steps * side - 0.5).clamp(top, top + side - 1)  # (B, h), source rows
     cols = (left + steps * side - 0.5).clamp(left, left + side - 1)  # (B, w), in the flipped frame
     y, x = rows[:, :, None].expand(-1, -1, crop_size), cols[:, None, :].expand(-1, crop_size, -1)
+    source_y, source_x = y, torch.where(flip[:, None, None], width - 1 - x, x)
     if "noise" in params:
         shifted_y, shifted_x = _warped(params, y, x, flip, index, height, width)
         on = params["elastic"].to(device=device, dtype=torch.bool).view(batch, 1, 1)
-        return _sample(clips, torch.where(on, shifted_x, torch.where(flip[:, None, None], width - 1 - x, x)),
-                       torch.where(on, shifted_y, y))
-    return _sample(clips, torch.where(flip[:, None, None], width - 1 - x, x), y)
+        source_y, source_x = torch.where(on, shifted_y, source_y), torch.where(on, shifted_x, source_x)
+    return _sample(clips, source_x, source_y)
 
 
 def _warped(params: dict, y: torch.Tensor, x: torch.Tensor, flip: torch.Tensor, index: torch.Tensor, height: int,
