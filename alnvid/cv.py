@@ -210,15 +210,15 @@ def explain_test_model(result: CVResult, config: RunConfig) -> None:
 
     A split whose index.csv exists was exported by an earlier (interrupted) run and is kept.
     """
-    from alnvid.explain.export import export_gradcam
+    from alnvid.explain.export import GradCAMExport
     from alnvid.models.trained import load_models
 
     model = load_models(run_checkpoints(result.out))
     manifest = load_manifest(config.data.manifest, allow_modalities=config.data.allow_modalities)
+    exporter = GradCAMExport(result.out / "gradcam", model.config, top_n=config.explain.top_n, gif=config.explain.gif)
     for split in manifest.test_splits:
         if not (result.out / "gradcam" / split / "index.csv").is_file():
-            export_gradcam(model, manifest.rows(split), result.out / "gradcam" / split, top_n=config.explain.top_n,
-                           gif=config.explain.gif)
+            exporter.export_model(model, manifest.rows(split), split)
 
 
 OOF_NOTES = {

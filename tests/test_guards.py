@@ -223,7 +223,6 @@ def test_too_many_folds_are_refused_with_a_fold_count_that_works(tiny_cohort, tm
     assert nothing_in(tmp_path / "run") and nothing_in(tmp_path / "cache")
 
 
-
 def test_max_consensus_for_a_3d_cnn_is_refused_before_anything_is_read(tiny_cohort, tmp_path):
     for command in ("fit", "cv"):
         assert_refused(run(command, *fit_args(tiny_cohort, tmp_path), "--model", "r2plus1d", "--consensus", "max"),
@@ -231,6 +230,7 @@ def test_max_consensus_for_a_3d_cnn_is_refused_before_anything_is_read(tiny_coho
     assert_refused(run("fit", *fit_args(tiny_cohort, tmp_path), "--consensus", "median"),
                    "model.consensus", "mean, max")
     assert nothing_in(tmp_path / "run") and nothing_in(tmp_path / "cache")
+
 
 # --- scores that are not probabilities -----------------------------------------------------------------------------
 

@@ -233,6 +233,7 @@ def test_cv_explains_the_fold_ensemble_when_it_is_the_test_model(runs, tmp_path)
         ensemble = pd.read_csv(cv / "ensemble" / f"predictions_{split}.csv", dtype={"patient_id": str})
         assert np.allclose(index["prob"], ensemble.set_index("patient_id")["prob"].loc[index["patient_id"]],
                            atol=1e-5)
+    assert not list(cv.glob("gradcam/**/*.mp4"))  # cv exports what fit exports: keyframes and contact sheets
 
 
 def test_cv_collect_names_missing_folds(runs, tmp_path):

@@ -60,7 +60,8 @@ def augment_batch(frames: torch.Tensor, params: dict, crop_size: int, input_size
     """uint8 clips (B, T, H, W, 3) -> float (B, 3, T, s, s) in [0, 1]; stills (B, H, W, 3) -> (B, 3, s, s).
 
     `params` holds `draw_params`' values collated into tensors of B; s is `input_size` (default `crop_size`).
-    Flip and crop are exact (pixels are copied); elastic clips are resampled bilinearly, zeros outside the frame.
+    Flip and crop are exact (pixels are copied); elastic clips, and with zoom every crop (cv2's INTER_LINEAR rule),
+    are resampled bilinearly, zeros outside the frame.
     """
     still = frames.dim() == 4
     clips = frames.unsqueeze(1) if still else frames

@@ -106,11 +106,15 @@ class GradCAMExport(L.Callback):
 
     def export(self, module: L.LightningModule, rows: pd.DataFrame, split: str) -> pd.DataFrame:
         """Explain the telling cases of ``rows`` (manifest rows, optionally with ``prob``) of ``split``."""
-        model = TrainedModel(module, self.config, Path(self.config.out) / "checkpoints")
         training = module.training
         module.eval()
         try:
-            return export_gradcam(model, rows, self.out_dir / split, top_n=self.top_n, **self.options)
+            return self.export_model(TrainedModel(module, self.config, Path(self.config.out) / "checkpoints"),
+                                     rows, split)
         finally:
             module.train(training)
+
+    def export_model(self, model: TrainedModel | ModelEnsemble, rows: pd.DataFrame, split: str) -> pd.DataFrame:
+        """As :meth:`export`, for a loaded model or an ensemble (e.g. a cross-validation's test model)."""
+        return export_gradcam(model, rows, self.out_dir / split, top_n=self.top_n, **self.options)
 

@@ -71,7 +71,7 @@ class ModelEnsemble:
         return torch.stack([member.class_probabilities(x) for member in self.members]).mean(0)
 
 
-INPUT_SETTINGS = ("frames", "resize", "crop_size", "input_size", "eval_clips", "still_frames")
+INPUT_SETTINGS = ("frames", "resize", "crop_size", "input_size", "eval_clips", "still_frames", "mask_overlays")
 """DataConfig settings that shape a model's input: the members of an ensemble must agree on all of them."""
 
 
