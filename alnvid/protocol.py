@@ -79,7 +79,7 @@ class DemoSettings:
                 f"{self.network_px} px, {self.epochs} epochs, lr {self.lr:g} {self.schedule}, "
                 f"batch {self.batch_size}, {self.precision}"
                 f"{f', intensity ±{self.intensity:g}' if self.intensity else ''}, "
-                f"{'last' if self.selection == 'last' else 'best'} epoch, "
+                f"{self.selection} epoch, "
                 f"tested: {'fold ensemble' if self.test_model == 'ensemble' else 'best fold'})")
 
     def clips_per_s(self, device: str) -> float:
