@@ -82,6 +82,11 @@ class PeriodicCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
         self._written = time.monotonic()
         self._decision: tuple[int, bool] = (-1, False)
 
+    @property
+    def state_key(self) -> str:
+        """Distinct per file: best.ckpt and last.ckpt may both be PeriodicCheckpoints without a monitor."""
+        return self._generate_state_key(filename=self.filename, monitor=self.monitor, every_s=self.every_s)
+
     def _due(self, trainer: L.Trainer) -> bool:
         """Decided once per epoch: Lightning calls both hooks below and saves in one of them."""
         epoch = trainer.current_epoch

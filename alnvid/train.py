@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import threading
@@ -328,10 +329,14 @@ def selection_callbacks(config: RunConfig, folder: Path) -> list[L.Callback]:
     only (portable, a third of the size); last.ckpt adds the optimizer state, for resume, every
     `trainer.checkpoint_every_s` seconds and at the end.
     """
-    monitor = MONITOR if config.trainer.selection == "best" else None
+    if config.trainer.selection == "best":
+        best = L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="best", monitor=MONITOR, mode="max",
+                                                   save_weights_only=True, enable_version_counter=False)
+    else:  # written once, after the final epoch, rather than overwritten after every one
+        best = PeriodicCheckpoint(dirpath=folder, filename="best", save_weights_only=True,
+                                  enable_version_counter=False, every_s=math.inf)
     callbacks: list[L.Callback] = [
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode="max",
-                                            save_weights_only=True, enable_version_counter=False),
+        best,
         # A save_top_k=0 checkpoint would write last.ckpt only at the end: this one keeps a recent epoch.
         PeriodicCheckpoint(dirpath=folder, filename="last", enable_version_counter=False,
                            every_s=config.trainer.checkpoint_every_s),

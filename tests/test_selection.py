@@ -98,10 +98,32 @@ def test_checkpoint_keeps_the_epoch_of_best_per_patient_auc(tmp_path):
     assert (metrics["val_auc_delong_low"], metrics["val_auc_delong_high"]) == pytest.approx((ci.ci_low, ci.ci_high))
 
 
-def test_selection_last_keeps_the_final_epoch(tmp_path):
-    _, checkpoint = _fit_scripted(tmp_path, "last")
-    assert checkpoint.monitor is None
-    assert torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)["epoch"] == 1
+class _BestFileSeen(L.Callback):
+    """Records, at the start of each training epoch, whether best.ckpt exists yet."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(self.path.exists())
+
+
+def test_selection_last_keeps_the_final_epoch_written_once(tmp_path):
+    config = RunConfig()
+    config.trainer.selection = "last"
+    best, last = selection_callbacks(config, tmp_path / "checkpoints")
+    assert best.monitor is None and best.state_key != last.state_key
+    seen = _BestFileSeen(tmp_path / "checkpoints" / "best.ckpt")
+    items = [{"x": i, "label": label, "patient_id": patient, "line": i + 2}
+             for i, (patient, label) in enumerate(zip(PATIENTS, LABELS))]
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[best, last, seen, BootstrapAUC(n_boot=200, seed=1)])
+    trainer.fit(ScriptedClassifier(), DataLoader(items[:2], batch_size=2), DataLoader(items, batch_size=4))
+    assert seen.seen == [False, False]  # not rewritten after every epoch
+    saved = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    assert saved["epoch"] == 1 and "optimizer_states" not in saved
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
 
 def test_early_stopping_monitors_the_per_patient_auc():
