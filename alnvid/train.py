@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import signal
 import threading
 import warnings
@@ -51,7 +50,7 @@ from alnvid.plots import plot_training_curves
 from alnvid.provenance import provenance
 from alnvid.stats import auc
 from alnvid.stats.predictions import patient_level
-from alnvid.utils import atomic_write_csv, atomic_write_text
+from alnvid.utils import atomic_write_csv, atomic_write_text, available_cores
 
 
 @dataclass
@@ -84,7 +83,7 @@ class Hardware:
 
 def detect_hardware(accelerator: str = "auto") -> Hardware:
     """The machine as this run would use it: a CUDA GPU when the accelerator is auto/gpu/cuda and one is present."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return Hardware(gpu=True, name=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(), cores=cores,
                         free_gib=torch.cuda.mem_get_info(0)[0] / 2**30)

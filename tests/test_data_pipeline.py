@@ -146,6 +146,32 @@ def test_cache_is_safe_when_two_processes_fill_it(tiny_cohort, tmp_path):
     assert info["modality"] == "US" and info["distinct_frames"] == 8
 
 
+def test_parallel_fill_equals_a_sequential_one_and_raises_the_same_error(tiny_cohort, tmp_path, monkeypatch):
+    """Worker processes decode what a fill in one process would, pixel for pixel; a bad file fails as it would."""
+    table = load_manifest(tiny_cohort).table
+    files = [(path, None) for path in table["path"][:6]]
+    monkeypatch.setattr(cache_module, "PARALLEL_FILL_MIN", 2)
+    calls = []
+    parallel = PreprocessCache(tmp_path / "parallel", size=40)
+    parallel.fill(files, workers=2, progress=lambda done, total, name: calls.append((done, total)))
+    assert parallel.decoded == 6 and calls[-1] == (6, 6) and len(calls) == 6
+    sequential = PreprocessCache(tmp_path / "sequential", size=40)
+    sequential.fill(files, workers=1)
+    for path, _ in files:
+        assert np.array_equal(np.asarray(parallel.load(path).frames), np.asarray(sequential.load(path).frames))
+    assert parallel.decoded == 6  # the loads above hit the cache
+
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not a DICOM file")
+    bad_files = [*files[:2], (str(broken), None), *[(path, None) for path in table["path"][6:9]]]
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(AlnvidError) as error:
+            PreprocessCache(tmp_path / f"bad_{workers}", size=40).fill(bad_files, workers=workers)
+        errors.append(str(error.value))
+    assert errors[0] == errors[1] and "broken.dcm" in errors[0]
+
+
 def test_video_datamodule_batches(tiny_cohort, tiny_data_config):
     module = VideoDataModule(tiny_cohort, tiny_data_config, batch_size=3)
     module.prepare_data()

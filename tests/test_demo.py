@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from pydicom.uid import JPEGBaseline8Bit, UltrasoundMultiFrameImageStorage
 from alnvid.data.demo import (
     MANIFEST_COLUMNS,
     NODE_WINDOW,
+    TEST_SHARE,
     TRUTH_COLUMNS,
     make_demo_cohort,
     render_demo_videos,
@@ -137,6 +139,17 @@ def test_reader_accuracies_and_label_balance_are_realistic():
     assert 0.1 < np.corrcoef(sizes, labels)[0, 1] < 0.6  # weakly informative
 
 
+@pytest.mark.parametrize("patients, share, sizes", [(120, 0.15, (84, 18, 18)), (168, 0.25, (84, 42, 42))])
+def test_test_share_sets_the_split_sizes_and_keeps_both_classes(patients, share, sizes):
+    from alnvid.data.demo import plan_demo_cases
+
+    cases = plan_demo_cases(patients, seed=3, test_share=share)
+    for split, size in zip(("train", "test_a", "test_b"), sizes):
+        labels = [c.label for c in cases if c.split == split]
+        assert len(labels) == size and sum(labels) == round(0.4 * size)
+    assert {c.scanner.site for c in cases if c.split == "test_b"} == {"hospital_B"}
+
+
 def test_truth_locates_the_node_in_part_of_the_sweep(truth, rendered):
     assert list(next(iter(truth.values()))) == list(TRUTH_COLUMNS)
     for patient, row in truth.items():
@@ -190,6 +203,8 @@ def test_no_identity_in_manifest_truth_or_file_names(cohort):
     ({"patients": 5}, "at least 6 patients"),
     ({"frames": 4}, "at least 8 frames"),
     ({"frame_size": (64, 64)}, "at least 96x128"),
+    ({"test_share": 0.5}, "test share of 0.5"),
+    ({"patients": 7, "test_share": 0.45}, "leaves 1 of 7 patients for training"),
 ])
 def test_bad_arguments_raise_user_errors(tmp_path, kwargs, message):
     with pytest.raises(AlnvidError, match=message):
@@ -220,3 +235,8 @@ def test_cli_writes_the_cohort_and_summarises_it(tmp_path):
     assert len(rows) == 6 and pydicom.dcmread(tmp_path / "c" / rows[0]["path"]).Rows == 96
     failed = CliRunner().invoke(app, [str(tmp_path / "d"), "--patients", "2"])
     assert failed.exit_code == 2 and "at least 6 patients" in failed.output
+    shared = CliRunner().invoke(app, [str(tmp_path / "e"), "--patients", "12", "--frames", "8", "--frame-size", "96",
+                                      "128", "--test-share", "0.25"])
+    assert shared.exit_code == 0 and "train 6, test_a 3, test_b 3" in shared.output, shared.output
+    default = inspect.signature(demo_data).parameters["test_share"].default.default
+    assert default == TEST_SHARE  # the CLI's default is the generator's

@@ -413,6 +413,19 @@ def test_demo_refuses_a_cohort_made_with_another_seed(tmp_path):
     assert result.exit_code == 2 and "cpu, gpu, study" in result.output
 
 
+def test_demo_refuses_a_cohort_made_with_another_test_share(tmp_path):
+    """A record from before the test share was recorded means the fixed 15 % per test split: not the CPU recipe's."""
+    from alnvid.protocol import COHORT_RECORD, DEMO_SETTINGS, run_protocol
+
+    assert DEMO_SETTINGS["cpu"].test_share == 0.25 and DEMO_SETTINGS["cpu"].test_patients() == 84
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "manifest.csv").write_text("patient_id,path,label\n")
+    (cohort / COHORT_RECORD).write_text(json.dumps({"seed": 0, "patients": 168}))
+    with pytest.raises(AlnvidError, match="'test_share': 0.15.*'test_share': 0.25"):
+        run_protocol(tmp_path, settings="cpu", seed=0)
+
+
 def test_demo_validity_scores_what_alnvid_explain_writes(runs, tiny_cohort, tmp_path):
     """`alnvid explain --manifest --split --json` keeps keyframe, heat_box and file_sha256, which the scoring needs."""
     from alnvid.data.demo import TRUTH_NAME

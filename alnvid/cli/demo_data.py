@@ -16,13 +16,16 @@ def demo_data(
     frames: int = typer.Option(32, "--frames", help="Frames per cine loop (at least 8)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
     frame_size: tuple[int, int] = typer.Option((320, 400), "--frame-size", help="Frame rows and columns."),
+    test_share: float = typer.Option(0.15, "--test-share", help="Share of the patients in each test split "
+                                     "(test_a on scanner A, test_b on scanner B); the rest is train."),
 ) -> None:
     """Write a synthetic ALN cohort (DICOM cine loops from two scanners, keyframes, reader calls) for demos."""
     import csv
 
     from alnvid.data.demo import make_demo_cohort
 
-    manifest = make_demo_cohort(out, patients=patients, frames=frames, seed=seed, frame_size=frame_size)
+    manifest = make_demo_cohort(out, patients=patients, frames=frames, seed=seed, frame_size=frame_size,
+                                test_share=test_share)
     with open(manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
     splits = Counter(row["split"] for row in rows)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
-from collections.abc import Collection
+import sys
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from alnvid.utils import atomic_path, atomic_write_text
 
 CACHE_FORMAT = 2
 """Bump when preprocessing changes meaning, so old entries are not reused."""
+PARALLEL_FILL_MIN = 32
+"""Fewer files than this to decode are decoded in this process: starting worker processes would cost more."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,35 @@ class PreprocessCache:
         atomic_write_text(info_path, json.dumps(info))
         return result
 
+    def is_cached(self, path: str | Path, *, box: Box | None = None) -> bool:
+        entry = self._entry(Path(path), box)
+        return entry.with_suffix(".json").is_file() and entry.with_suffix(".npy").is_file()
+
+    def fill(self, files: Sequence[tuple[str | Path, Box | None]], *, workers: int = 1,
+             progress: Callable[[int, int, str], None] | None = None) -> None:
+        """Load every (file, box), decoding the ones not cached yet, `workers` processes at a time on Linux when
+        there are at least `PARALLEL_FILL_MIN` of them (the atomic writes make that safe).
+
+        A file that fails in a worker is decoded again in this process, so a bad file raises the same error, in
+        the same (manifest) order, as a fill in one process would.
+        """
+        missing = [(file, box) for file, box in files if not self.is_cached(file, box=box)]
+        parallel = workers > 1 and len(missing) >= PARALLEL_FILL_MIN and sys.platform == "linux"
+        if parallel:
+            # Forked, as PyTorch's DataLoader workers are on Linux: spawned workers would re-run a caller's script
+            # that lacks an `if __name__ == "__main__"` guard. The workers touch neither torch nor CUDA.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+                jobs = {pool.submit(_decode_into, self, file, box): file for file, box in missing}
+                for done, job in enumerate(as_completed(jobs), start=1):
+                    self.decoded += job.result()
+                    if progress:
+                        progress(done, len(missing), Path(jobs[job]).name)
+        for done, (file, box) in enumerate(files, start=1):
+            self.load(file, box=box)
+            if progress and not parallel:
+                progress(done, len(files), Path(file).name)
+
     def _entry(self, path: Path, box: Box | None) -> Path:
         stat = path.stat() if path.exists() else None
         memo_key = (str(path), stat.st_size, stat.st_mtime_ns) if stat else None
@@ -130,6 +164,16 @@ class PreprocessCache:
         params = f"{CACHE_FORMAT}|{self.size}|{self.mask_overlays}|{box}"
         key = hashlib.sha256(f"{digest}|{params}".encode()).hexdigest()[:32]
         return self.root / key[:2] / key
+
+
+def _decode_into(cache: PreprocessCache, file: str | Path, box: Box | None) -> bool:
+    """One worker's job in `PreprocessCache.fill`: whether it decoded `file` into the cache (errors are left to the
+    parent, which decodes a failed file again and raises)."""
+    try:
+        cache.load(file, box=box)
+    except Exception:
+        return False
+    return True
 
 
 def default_cache_dir() -> Path:

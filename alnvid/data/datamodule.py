@@ -24,9 +24,13 @@ from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
 from alnvid.data.sampling import SeededShuffle, eval_clip_indices, segment_indices
 from alnvid.data.transforms import apply_to_clip, clip_transform
 from alnvid.errors import AlnvidError
+from alnvid.utils import available_cores
 
 ProgressFn = Callable[[int, int, str], None]
 """Called as progress(done, total, description) while the cache is filled."""
+
+CACHE_WORKERS = 8
+"""Processes that decode a cohort into the cache at most (each holds one decoded video in memory)."""
 
 
 class _CohortDataset(Dataset):
@@ -160,11 +164,8 @@ class CohortDataModule(L.LightningDataModule):
             files += [p for p in self.manifest.table["still_path"] if p]
         table = self.manifest.table
         boxes = dict(zip(table["path"], table["crop_box"])) if "crop_box" in table.columns else {}
-        for done, file in enumerate(files):
-            box = boxes.get(file, "")
-            self.cache.load(file, box=Box.optional(box))
-            if self.progress:
-                self.progress(done + 1, len(files), Path(file).name)
+        self.cache.fill([(file, Box.optional(boxes.get(file, ""))) for file in files],
+                        workers=min(CACHE_WORKERS, available_cores()), progress=self.progress)
 
     def dataset(self, rows: pd.DataFrame, *, train: bool) -> _CohortDataset:
         return self.dataset_class(rows, self.cache, self.config, self.input_size, train)

@@ -55,6 +55,8 @@ MIN_FRAMES = 8
 MIN_FRAME_SIZE = (96, 128)
 NODE_WINDOW = (0.3, 0.4)
 """Share of the sweep during which the node crosses the scan plane."""
+TEST_SHARE = 0.15
+"""Share of the patients in each test split (test_a, scanner A; test_b, scanner B); the rest is 'train'."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,13 @@ class DemoVideo:
 
 
 def make_demo_cohort(out_dir: str | Path, patients: int = 60, frames: int = 32, seed: int = 0, *,
-                     frame_size: tuple[int, int] = (320, 400), jpeg_quality: int = 90) -> Path:
+                     frame_size: tuple[int, int] = (320, 400), jpeg_quality: int = 90,
+                     test_share: float = TEST_SHARE) -> Path:
     """Write the demo cohort into `out_dir` and return the path of its manifest.
 
-    `frame_size` is (rows, columns). Output: `videos/P001.dcm`..., `stills/P001.png`... (about two thirds of
-    the patients; the others must take keyframes from the video), `manifest.csv` and `demo_truth.csv`.
-    Deterministic for a given seed.
+    `frame_size` is (rows, columns); `test_share` is the share of the patients in each test split. Output:
+    `videos/P001.dcm`..., `stills/P001.png`... (about two thirds of the patients; the others must take keyframes
+    from the video), `manifest.csv` and `demo_truth.csv`. Deterministic for a given seed and test share.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -138,7 +141,7 @@ def make_demo_cohort(out_dir: str | Path, patients: int = 60, frames: int = 32, 
     if not 1 <= jpeg_quality <= 100:
         raise AlnvidError(f"jpeg_quality must be 1-100, got {jpeg_quality}", fix="use e.g. 90.")
     manifest_rows, truth_rows = [], []
-    for video in render_demo_videos(patients, frames, seed, frame_size=frame_size):
+    for video in render_demo_videos(patients, frames, seed, frame_size=frame_size, test_share=test_share):
         case = video.case
         encoded = [_encode_jpeg(frame, jpeg_quality) for frame in video.frames]
         dicom_rel = f"videos/{case.patient_id}.dcm"
@@ -155,13 +158,16 @@ def make_demo_cohort(out_dir: str | Path, patients: int = 60, frames: int = 32, 
     return manifest
 
 
-def plan_demo_cases(patients: int, seed: int) -> list[DemoCase]:
+def plan_demo_cases(patients: int, seed: int, test_share: float = TEST_SHARE) -> list[DemoCase]:
     """Draw splits, labels, clinical variables and reader calls; each split gets both classes."""
     if patients < MIN_PATIENTS:
         raise AlnvidError(f"a demo cohort needs at least {MIN_PATIENTS} patients (two per split), got {patients}",
                           fix=f"use --patients {MIN_PATIENTS} or more, or leave it out for the settings' own size.")
+    n_test = max(2, round(test_share * patients))
+    if not 0 < test_share < 0.5 or patients - 2 * n_test < 2:
+        raise AlnvidError(f"a test share of {test_share:g} leaves {patients - 2 * n_test} of {patients} patients "
+                          "for training", fix="use a --test-share between 0 and 0.5 that leaves at least two.")
     rng = np.random.default_rng([seed, 1])
-    n_test = max(2, round(0.15 * patients))
     sizes = {"train": patients - 2 * n_test, "test_a": n_test, "test_b": n_test}
     splits, labels = [], []
     for split, size in sizes.items():
@@ -199,8 +205,8 @@ def plan_demo_cases(patients: int, seed: int) -> list[DemoCase]:
     return [replace(case, has_still=case.number - 1 not in without_still) for case in cases]
 
 
-def render_demo_videos(patients: int = 60, frames: int = 32, seed: int = 0, *,
-                       frame_size: tuple[int, int] = (320, 400)) -> Iterator[DemoVideo]:
+def render_demo_videos(patients: int = 60, frames: int = 32, seed: int = 0, *, frame_size: tuple[int, int] = (320, 400),
+                       test_share: float = TEST_SHARE) -> Iterator[DemoVideo]:
     """Render every patient's video (uint8 RGB, before JPEG compression), one at a time."""
     if frames < MIN_FRAMES:
         raise AlnvidError(f"a demo video needs at least {MIN_FRAMES} frames, got {frames}",
@@ -209,7 +215,7 @@ def render_demo_videos(patients: int = 60, frames: int = 32, seed: int = 0, *,
     if rows < MIN_FRAME_SIZE[0] or cols < MIN_FRAME_SIZE[1]:
         raise AlnvidError(f"demo frames must be at least {MIN_FRAME_SIZE[0]}x{MIN_FRAME_SIZE[1]} pixels (rows x "
                           f"columns), got {rows}x{cols}", fix="use the default 320x400.")
-    cases = plan_demo_cases(patients, seed)
+    cases = plan_demo_cases(patients, seed, test_share)
     renderers = {scanner.model: _Renderer(scanner, rows, cols, frames, np.random.default_rng([seed, 2, i]))
                  for i, scanner in enumerate((SCANNER_A, SCANNER_B))}
     for case in cases:

@@ -142,7 +142,7 @@ def metadata_for(model: TrainedModel | ModelEnsemble) -> dict[str, Any]:
         "mask_overlays": bool(data.mask_overlays),
         "still_frames": data.still_frames,
         "eval_clips": int(data.eval_clips) if clip else 1,  # optional: files from before it score one clip
-        "members": len(model.members) if isinstance(model, ModelEnsemble) else 1,
+        "members": len(model.members),
         "crop_rule": CROP_RULE,
         "frame_sampling": SAMPLING_RULE[spec.input_kind],
         "preprocessing_version": CACHE_FORMAT,
@@ -169,7 +169,7 @@ def export_model(model: TrainedModel | ModelEnsemble, fmt: str, out: str | Path)
         raise AlnvidError(f"unknown export format {fmt!r}", fix=f"use --format {' or --format '.join(FORMATS)}.")
     out = Path(out)
     metadata = metadata_for(model)
-    members = [_probabilities(member) for member in (model.members if isinstance(model, ModelEnsemble) else [model])]
+    members = [_probabilities(member) for member in model.members]
     wrapper = (members[0] if len(members) == 1 else _MeanProbabilities(members)).float().eval().cpu()
     trace_input, check_input = example_input(metadata, 2, seed=0), example_input(metadata, 3, seed=1)
     with torch.no_grad():

@@ -41,6 +41,11 @@ class TrainedModel:
     def input_size(self) -> int:
         return network_input_size(self.config.data, self.spec)
 
+    @property
+    def members(self) -> list[TrainedModel]:
+        """The networks whose probabilities are averaged: this one alone (as `ModelEnsemble.members`)."""
+        return [self]
+
     def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (B, classes) of a batch, on the model's device (as ExportedModel's)."""
         with torch.no_grad():
