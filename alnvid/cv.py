@@ -218,7 +218,20 @@ def explain_test_model(result: CVResult, config: RunConfig) -> None:
     exporter = GradCAMExport(result.out / "gradcam", model.config, top_n=config.explain.top_n, gif=config.explain.gif)
     for split in manifest.test_splits:
         if not (result.out / "gradcam" / split / "index.csv").is_file():
-            exporter.export_model(model, manifest.rows(split), split)
+            exporter.export_model(model, _with_test_probabilities(manifest.rows(split), result.test_files.get(split)),
+                                  split)
+
+
+def _with_test_probabilities(rows: pd.DataFrame, predictions: Path | None) -> pd.DataFrame:
+    """The split's rows with the run's own test probabilities as `prob`, so that the Grad-CAM export need not
+    predict every video again. Only where each patient has one video: a patient's probability is the mean of
+    its videos', which ranks videos no more."""
+    if predictions is None or not predictions.is_file() or rows["patient_id"].duplicated().any():
+        return rows
+    probs = pd.read_csv(predictions, dtype={"patient_id": str}).set_index("patient_id")["prob"]
+    if not rows["patient_id"].isin(probs.index).all():
+        return rows
+    return rows.assign(prob=rows["patient_id"].map(probs).to_numpy())
 
 
 OOF_NOTES = {

@@ -219,9 +219,15 @@ def test_cv_test_model_ensemble_is_what_comparisons_and_reports_use(runs, tmp_pa
     assert wrong.exit_code == 2 and "best_fold, ensemble" in wrong.output
 
 
-def test_cv_explains_the_fold_ensemble_when_it_is_the_test_model(runs, tmp_path):
+def test_cv_explains_the_fold_ensemble_when_it_is_the_test_model(runs, tmp_path, monkeypatch):
+    import alnvid.explain.export as export_module
     from alnvid.cv import explain_test_model
+    from alnvid.explain.export import select_cases
 
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("the run's test probabilities are known: nothing is predicted again")
+
+    monkeypatch.setattr(export_module, "predict_file", no_prediction)
     cv = tmp_path / "tin-cv"
     shutil.copytree(runs / "tin-cv", cv, ignore=shutil.ignore_patterns("gradcam", "logs", "last.ckpt"))
     result = collect_cv(cv, test_model="ensemble")
@@ -232,7 +238,8 @@ def test_cv_explains_the_fold_ensemble_when_it_is_the_test_model(runs, tmp_path)
         index = pd.read_csv(cv / "gradcam" / split / "index.csv", dtype={"patient_id": str})
         ensemble = pd.read_csv(cv / "ensemble" / f"predictions_{split}.csv", dtype={"patient_id": str})
         assert np.allclose(index["prob"], ensemble.set_index("patient_id")["prob"].loc[index["patient_id"]],
-                           atol=1e-5)
+                           atol=1e-5)  # explained again, each case's probability is the ensemble's
+        assert list(index["patient_id"]) == list(select_cases(ensemble, top_n=1)["patient_id"])
     assert not list(cv.glob("gradcam/**/*.mp4"))  # cv exports what fit exports: keyframes and contact sheets
 
 
