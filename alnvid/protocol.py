@@ -56,6 +56,9 @@ class DemoSettings:
     """Folds trained at a time, each in its own process (None: `cv.auto_parallel_folds`)."""
     test_share: float = TEST_SHARE
     """Share of the cohort in each test split (`make_demo_cohort`): what the paired DeLong test's power rests on."""
+    gradcam_export: bool = True
+    """cv's Grad-CAM of the test splits' telling cases (`explain.export`). The demo recipes leave it out: it took
+    about 80 s of a 15-minute CPU demo, whose own explanation and benchmarks/demo_validity.py cover Grad-CAM."""
 
     def test_patients(self, patients: int | None = None) -> int:
         """Patients in the two test splits together, for this recipe's cohort or one of `patients`."""
@@ -78,6 +81,7 @@ class DemoSettings:
         config.trainer.test_model = self.test_model
         config.trainer.selection = self.selection
         config.explain.gif = False
+        config.explain.export = self.gradcam_export
         return config
 
     def describe(self) -> str:
@@ -118,12 +122,12 @@ DEMO_SETTINGS = {
     # DeLong test gets the power that 36 test patients lacked (AUC standard error about 0.045 instead of 0.07).
     "cpu": DemoSettings("demo CPU", patients=168, folds=3, frames=8, resize=72, crop_size=64, input_size=48,
                         epochs=20, lr=5e-4, schedule="cosine", batch_size=4, intensity=0.2, test_model="ensemble",
-                        selection="last", parallel_folds=3, test_share=0.25),
+                        selection="last", parallel_folds=3, test_share=0.25, gradcam_export=False),
     # Measured once (seed 0, one H200, benchmarks/gpu_demo.sh): 5 min 49 s in all, TIN pooled test AUC 0.823 against
     # ResNet50's 0.570 (p < 0.0001); under-trained at 112 px after 20 epochs (README, "The demo").
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=5e-4,
                         schedule="cosine", batch_size=8, precision="bf16-mixed", channels_last=True, workers=4,
-                        intensity=0.2, test_model="ensemble", selection="last"),
+                        intensity=0.2, test_model="ensemble", selection="last", gradcam_export=False),
     # The study's protocol (RunConfig's defaults), in bf16 with channels_last as measured in issue 10.
     "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
                           schedule="none", batch_size=4, precision="bf16-mixed", channels_last=True, elastic=True,

@@ -420,6 +420,13 @@ def test_demo_refuses_a_cohort_made_with_another_seed(tmp_path):
     assert result.exit_code == 2 and "cpu, gpu, study" in result.output
 
 
+def test_demo_recipes_leave_out_cvs_gradcam_export_and_the_study_keeps_it():
+    from alnvid.protocol import DEMO_SETTINGS
+
+    exports = {name: recipe.apply(RunConfig()).explain.export for name, recipe in DEMO_SETTINGS.items()}
+    assert exports == {"cpu": False, "gpu": False, "study": True}
+
+
 def test_demo_refuses_a_cohort_made_with_another_test_share(tmp_path):
     """A record from before the test share was recorded means the fixed 15 % per test split: not the CPU recipe's."""
     from alnvid.protocol import COHORT_RECORD, DEMO_SETTINGS, run_protocol

@@ -18,6 +18,10 @@ its whole extent in view (`keyframe`), chosen from the probe position alone, ind
 the node's frames. It shows the node when the two coincide (about a third of the positives), so the static
 model is a fair baseline that sometimes sees the evidence, while a video model can find it in every loop.
 
+Splits: `train`, `test_a` (scanner A) and `test_b` (scanner B, the external hospital); each test split holds
+`test_share` of the patients (15 %, about the study's proportions; the CPU demo recipe tests a quarter in each,
+for the power of the paired comparison), with 40 % positives in every split.
+
 Two scanners, both high-frequency linear arrays as breast ultrasound uses, differ in screen layout, field of
 view, depth (so a millimetre spans fewer pixels on B), gain, dynamic range, noise and speckle size, and scanner B
 omits the SequenceOfUltrasoundRegions so that the crop has to find the image itself. Headers and burned-in banners
