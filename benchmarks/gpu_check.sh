@@ -32,15 +32,7 @@
 # The script installs the wheels into /tmp/site when .whl exists, and otherwise uses the Python it finds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ -d .whl ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "wheel install failed"; exit 1; }
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 LOG=${OUT:-/tmp}/gpu_check
 mkdir -p "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

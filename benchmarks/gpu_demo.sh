@@ -9,15 +9,8 @@
 # `make demo` is not what runs there (it builds a venv from PyPI); `python3 -m alnvid demo` is the same command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ -d .whl ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "wheel install failed"; exit 1; }
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160}
+source benchmarks/gpu_env.sh
+export COLUMNS=${COLUMNS:-160}
 LOG=${OUT:-/tmp}/gpu_demo
 mkdir -p "$LOG"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc

@@ -407,37 +407,33 @@ def test_demo_validity_scores_keyframes_and_boxes_against_the_truth():
         score_explanations(truth, {}, explained[:1])
 
 
-def test_demo_refuses_a_cohort_made_with_another_seed(tmp_path):
+@pytest.mark.parametrize("seed, refused", [
+    (1, "another seed"),
+    # a record from before the test share was recorded means the fixed 15 % per test split: not the CPU recipe's
+    (0, "'test_share': 0.15.*'test_share': 0.25"),
+])
+def test_demo_refuses_a_cohort_made_with_other_settings(tmp_path, seed, refused):
     from alnvid.protocol import COHORT_RECORD, run_protocol
 
     cohort = tmp_path / "cohort"
     cohort.mkdir()
     (cohort / "manifest.csv").write_text("patient_id,path,label\n")
-    (cohort / COHORT_RECORD).write_text(json.dumps({"seed": 0, "patients": 120}))
-    with pytest.raises(AlnvidError, match="another seed"):
-        run_protocol(tmp_path, settings="cpu", seed=1)
+    (cohort / COHORT_RECORD).write_text(json.dumps({"seed": 0, "patients": 168}))
+    with pytest.raises(AlnvidError, match=refused):
+        run_protocol(tmp_path, settings="cpu", seed=seed)
+
+
+def test_demo_names_the_settings_that_exist(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--settings", "fastest"])
     assert result.exit_code == 2 and "cpu, gpu, study" in result.output
 
 
-def test_demo_recipes_leave_out_cvs_gradcam_export_and_the_study_keeps_it():
+def test_demo_recipes_test_shares_and_gradcam_export():
     from alnvid.protocol import DEMO_SETTINGS
 
-    exports = {name: recipe.apply(RunConfig()).explain.export for name, recipe in DEMO_SETTINGS.items()}
-    assert exports == {"cpu": False, "gpu": False, "study": True}
-
-
-def test_demo_refuses_a_cohort_made_with_another_test_share(tmp_path):
-    """A record from before the test share was recorded means the fixed 15 % per test split: not the CPU recipe's."""
-    from alnvid.protocol import COHORT_RECORD, DEMO_SETTINGS, run_protocol
-
     assert DEMO_SETTINGS["cpu"].test_share == 0.25 and DEMO_SETTINGS["cpu"].test_patients() == 84
-    cohort = tmp_path / "cohort"
-    cohort.mkdir()
-    (cohort / "manifest.csv").write_text("patient_id,path,label\n")
-    (cohort / COHORT_RECORD).write_text(json.dumps({"seed": 0, "patients": 168}))
-    with pytest.raises(AlnvidError, match="'test_share': 0.15.*'test_share': 0.25"):
-        run_protocol(tmp_path, settings="cpu", seed=0)
+    exports = {name: recipe.apply(RunConfig()).explain.export for name, recipe in DEMO_SETTINGS.items()}
+    assert exports == {"cpu": False, "gpu": False, "study": True}  # the study keeps cv's Grad-CAM export
 
 
 def test_demo_validity_scores_what_alnvid_explain_writes(runs, tiny_cohort, tmp_path):
