@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,7 @@ import torch
 from alnvid.config import RunConfig
 from alnvid.cv import CVResult, run_cv
 from alnvid.data.datamodule import ProgressFn
-from alnvid.data.demo import TEST_SHARE, make_demo_cohort
+from alnvid.data.demo import TEST_SHARE, make_demo_cohort, test_split_size
 from alnvid.errors import AlnvidError
 from alnvid.utils import atomic_write_text
 
@@ -60,9 +60,9 @@ class DemoSettings:
     """cv's Grad-CAM of the test splits' telling cases (`explain.export`). The demo recipes leave it out: it took
     about 80 s of a 15-minute CPU demo, whose own explanation and benchmarks/demo_validity.py cover Grad-CAM."""
 
-    def test_patients(self, patients: int | None = None) -> int:
-        """Patients in the two test splits together, for this recipe's cohort or one of `patients`."""
-        return 2 * max(2, round(self.test_share * (patients or self.patients)))
+    def test_patients(self) -> int:
+        """Patients in the two test splits together."""
+        return 2 * test_split_size(self.patients, self.test_share)
 
     @property
     def network_px(self) -> int:
@@ -212,10 +212,8 @@ def run_protocol(
     if example is not None:
         say(f"Explaining {example.name} with Grad-CAM")
         explanation = explain_file(tested, example, out / "explain").files["json"]
-    described = recipe.describe().replace(f"{recipe.patients} patients, {recipe.test_patients()} of",
-                                          f"{patients} patients, {recipe.test_patients(patients)} of")
-    return ProtocolResult(manifest, results, report.out / "report.html", explanation,
-                          described.replace(f"{recipe.folds} folds", f"{folds} folds") + f", seed {seed}",
+    described = replace(recipe, patients=patients, folds=folds).describe()
+    return ProtocolResult(manifest, results, report.out / "report.html", explanation, f"{described}, seed {seed}",
                           comparisons)
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from alnvid.data.cache import PreprocessCache
+from alnvid.data.datamodule import CACHE_WORKERS
 from alnvid.data.demo import make_demo_cohort
 from alnvid.data.manifest import load_manifest
 from alnvid.utils import available_cores
@@ -20,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", nargs="?", type=Path)
     parser.add_argument("--size", type=int, default=72, help="Cached side in pixels (the CPU demo's 72).")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, min(8, available_cores())])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, min(CACHE_WORKERS, available_cores())])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         manifest = args.manifest or make_demo_cohort(Path(folder) / "cohort", patients=60, frames=32)

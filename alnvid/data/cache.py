@@ -136,8 +136,9 @@ class PreprocessCache:
         A file that fails in a worker is decoded again in this process, so a bad file raises the same error, in
         the same (manifest) order, as a fill in one process would.
         """
-        missing = [(file, box) for file, box in files if not self.is_cached(file, box=box)]
-        parallel = workers > 1 and len(missing) >= PARALLEL_FILL_MIN and sys.platform == "linux"
+        can_fork = workers > 1 and sys.platform == "linux"
+        missing = [(file, box) for file, box in files if not self.is_cached(file, box=box)] if can_fork else []
+        parallel = len(missing) >= PARALLEL_FILL_MIN
         if parallel:
             # Forked, as PyTorch's DataLoader workers are on Linux: spawned workers would re-run a caller's script
             # that lacks an `if __name__ == "__main__"` guard. The workers touch neither torch nor CUDA.

@@ -162,12 +162,17 @@ def make_demo_cohort(out_dir: str | Path, patients: int = 60, frames: int = 32, 
     return manifest
 
 
+def test_split_size(patients: int, test_share: float = TEST_SHARE) -> int:
+    """Patients in each test split of a cohort of `patients` (at least two, so each split gets both classes)."""
+    return max(2, round(test_share * patients))
+
+
 def plan_demo_cases(patients: int, seed: int, test_share: float = TEST_SHARE) -> list[DemoCase]:
     """Draw splits, labels, clinical variables and reader calls; each split gets both classes."""
     if patients < MIN_PATIENTS:
         raise AlnvidError(f"a demo cohort needs at least {MIN_PATIENTS} patients (two per split), got {patients}",
                           fix=f"use --patients {MIN_PATIENTS} or more, or leave it out for the settings' own size.")
-    n_test = max(2, round(test_share * patients))
+    n_test = test_split_size(patients, test_share)
     if not 0 < test_share < 0.5 or patients - 2 * n_test < 2:
         raise AlnvidError(f"a test share of {test_share:g} leaves {patients - 2 * n_test} of {patients} patients "
                           "for training", fix="use a --test-share between 0 and 0.5 that leaves at least two.")

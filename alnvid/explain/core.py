@@ -208,7 +208,7 @@ def explain_file(
     explanation = Explanation(name, sha256, model.spec.name, prob, cam, keyframes, hot, video.box, video.n_frames,
                               video.frame_time_ms, multi_clip, per_clip_weights,
                               eval_clips=data.eval_clips if model.spec.input_kind == "clip" else 1,
-                              models=1 if single else len(model.members))
+                              models=len(model.members))
     _write_artefacts(explanation, video, geometry, out_dir, gif=gif, mp4=mp4, alpha=alpha, cmap=cmap)
     return explanation
 
