@@ -34,14 +34,20 @@ class EpochHistory(L.Callback):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._validated = -1
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
+        validated = self._validated == trainer.current_epoch  # else the metrics are an earlier epoch's
         for name in HISTORY_COLUMNS[1:]:
-            value = metrics.get(name)
+            value = metrics.get(name) if validated or not name.startswith("val_") else None
             row[name] = float(value) if value is not None else math.nan
         history = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
         history = history[history["epoch"] < trainer.current_epoch]
@@ -69,18 +75,33 @@ class EpochSeed(L.Callback):
             wrapped.set_epoch(trainer.current_epoch)
 
 
+class ValidationSchedule(L.Callback):
+    """Validates every `every` epochs and always after the final one, which Lightning's `check_val_every_n_epoch`
+    alone skips when `every` does not divide the epoch count. The Trainer starts with
+    `check_val_every_n_epoch=every`; this sets it to 1 for the epochs that validate."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        final = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        trainer.check_val_every_n_epoch = 1 if final or (epoch + 1) % self.every == 0 else self.every
+
+
 class PeriodicCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
-    """A ModelCheckpoint (here: last.ckpt) written after an epoch only once `every_s` seconds have passed since the
-    previous write, and always after the final epoch (or the one where early stopping ends training).
+    """A ModelCheckpoint without a monitor (here: last.ckpt) written after an epoch only once `every_s` seconds have
+    passed since the previous write, and always after the final epoch (or the one where early stopping ends
+    training). It saves at the end of the training epoch, after that epoch's validation if there is one, so
+    epochs that do not validate (`ValidationSchedule`) are saved too.
 
     Training is reseeded every epoch (EpochSeed), so a resume replays the epochs after the checkpoint exactly.
     """
 
     def __init__(self, *args, every_s: float, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, save_on_train_epoch_end=True, **kwargs)
         self.every_s = every_s
         self._written = time.monotonic()
-        self._decision: tuple[int, bool] = (-1, False)
 
     @property
     def state_key(self) -> str:
@@ -88,15 +109,12 @@ class PeriodicCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
         return self._generate_state_key(filename=self.filename, monitor=self.monitor, every_s=self.every_s)
 
     def _due(self, trainer: L.Trainer) -> bool:
-        """Decided once per epoch: Lightning calls both hooks below and saves in one of them."""
-        epoch = trainer.current_epoch
-        if self._decision[0] != epoch:
-            now = time.monotonic()
-            final = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-            due = final or trainer.should_stop or now - self._written >= self.every_s
-            self._written = now if due else self._written
-            self._decision = (epoch, due)
-        return self._decision[1]
+        now = time.monotonic()
+        final = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if final or trainer.should_stop or now - self._written >= self.every_s:
+            self._written = now
+            return True
+        return False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -105,10 +123,6 @@ class PeriodicCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._due(trainer):
             super().on_train_epoch_end(trainer, pl_module)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self._due(trainer):
-            super().on_validation_end(trainer, pl_module)
 
 
 class FoldBookkeeping(L.Callback):

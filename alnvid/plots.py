@@ -21,20 +21,23 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_training_curves(epochs: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
-    """Loss and accuracy per epoch, training vs validation (the study's Figure 4)."""
+    """Loss and accuracy per epoch, training vs validation (the study's Figure 4). Epochs without a value (not
+    validated: `trainer.val_every`) are left out, so the validated ones join up."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("loss", "acc")):
         for stage, style in (("train", "-"), ("val", "--")):
             column = f"{stage}_{metric}"
             if column in epochs:
-                ax.plot(epochs["epoch"] + 1, epochs[column], style, marker="o", ms=3,
+                rows = epochs.dropna(subset=[column])
+                ax.plot(rows["epoch"] + 1, rows[column], style, marker="o", ms=3,
                         label="training" if stage == "train" else "validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy" if metric == "acc" else "cross-entropy loss")
         ax.grid(alpha=0.3)
         ax.legend()
     if "val_auc" in epochs:
-        axes[1].plot(epochs["epoch"] + 1, epochs["val_auc"], ":", marker="s", ms=3, label="validation AUC")
+        rows = epochs.dropna(subset=["val_auc"])
+        axes[1].plot(rows["epoch"] + 1, rows["val_auc"], ":", marker="s", ms=3, label="validation AUC")
         axes[1].legend()
     fig.suptitle(title)
     return _save(fig, Path(path))

@@ -52,6 +52,9 @@ class DemoSettings:
     """Whose test predictions are compared: 'best_fold' (the study) or 'ensemble' (`TrainerConfig.test_model`)."""
     selection: str = "best"
     """Each fold's kept epoch: 'best' validation AUC (the study) or 'last' (`TrainerConfig.selection`)."""
+    val_every: int = 1
+    """Validate every this many epochs and after the last (`TrainerConfig.val_every`); with 'last' selection the
+    kept model does not depend on it."""
     parallel_folds: int | None = None
     """Folds trained at a time, each in its own process (None: `cv.auto_parallel_folds`)."""
     test_share: float = TEST_SHARE
@@ -80,6 +83,7 @@ class DemoSettings:
         config.model.channels_last = self.channels_last
         config.trainer.test_model = self.test_model
         config.trainer.selection = self.selection
+        config.trainer.val_every = self.val_every
         config.explain.gif = False
         config.explain.export = self.gradcam_export
         return config
@@ -91,6 +95,7 @@ class DemoSettings:
                 f"batch {self.batch_size}, {self.precision}"
                 f"{f', intensity ±{self.intensity:g}' if self.intensity else ''}, "
                 f"{self.selection} epoch, "
+                f"{f'validated every {self.val_every} epochs, ' if self.val_every > 1 else ''}"
                 f"tested: {'fold ensemble' if self.test_model == 'ensemble' else 'best fold'})")
 
     def clips_per_s(self, device: str) -> float:
@@ -103,7 +108,7 @@ class DemoSettings:
         ResNet50 on stills (about T times cheaper than TIN), and each epoch's overhead."""
         development = self.patients - self.test_patients()
         trained = self.epochs * development * (self.folds - 1)
-        validated = self.epochs * development
+        validated = (self.epochs // self.val_every + (self.epochs % self.val_every > 0)) * development
         steps = (trained + validated / 3) * (1 + 1 / self.frames) / self.clips_per_s(device)
         return (steps + 2 * self.folds * self.epochs * THROUGHPUT[device][4]) / 60
 
@@ -122,12 +127,12 @@ DEMO_SETTINGS = {
     # DeLong test gets the power that 36 test patients lacked (AUC standard error about 0.045 instead of 0.07).
     "cpu": DemoSettings("demo CPU", patients=168, folds=3, frames=8, resize=72, crop_size=64, input_size=48,
                         epochs=20, lr=5e-4, schedule="cosine", batch_size=4, intensity=0.2, test_model="ensemble",
-                        selection="last", parallel_folds=3, test_share=0.25, gradcam_export=False),
+                        selection="last", val_every=5, parallel_folds=3, test_share=0.25, gradcam_export=False),
     # Measured once (seed 0, one H200, benchmarks/gpu_demo.sh): 5 min 49 s in all, TIN pooled test AUC 0.823 against
     # ResNet50's 0.570 (p < 0.0001); under-trained at 112 px after 20 epochs (README, "The demo").
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=5e-4,
                         schedule="cosine", batch_size=8, precision="bf16-mixed", channels_last=True, workers=4,
-                        intensity=0.2, test_model="ensemble", selection="last", gradcam_export=False),
+                        intensity=0.2, test_model="ensemble", selection="last", val_every=5, gradcam_export=False),
     # The study's protocol (RunConfig's defaults), in bf16 with channels_last as measured in issue 10.
     "study": DemoSettings("study", patients=160, folds=5, frames=16, resize=256, crop_size=224, epochs=300, lr=1e-4,
                           schedule="none", batch_size=4, precision="bf16-mixed", channels_last=True, elastic=True,

@@ -32,7 +32,8 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from alnvid.callbacks import BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed, PeriodicCheckpoint
+from alnvid.callbacks import (BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed, PeriodicCheckpoint,
+                              ValidationSchedule)
 from alnvid.config import RunConfig, changed_result_settings
 from alnvid.data.crop import Box
 from alnvid.data.datamodule import (
@@ -178,6 +179,8 @@ def fit(
     best, *stopping = selection_callbacks(config, out / "checkpoints")
     callbacks = [best, *stopping, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
                  BootstrapAUC(n_boot=500), *(extra_callbacks or []), *([comparison] if comparison else [])]
+    if config.trainer.val_every > 1:
+        callbacks.append(ValidationSchedule(config.trainer.val_every))
     if config.trainer.progress:
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
     trainer = build_trainer(config, callbacks, loggers)
@@ -270,6 +273,7 @@ def build_trainer(config: RunConfig, callbacks: list[L.Callback], loggers: list)
             limit_train_batches=settings.limit_train_batches if settings.limit_train_batches < 1 else None,
             log_every_n_steps=1,
             num_sanity_val_steps=0,
+            check_val_every_n_epoch=settings.val_every,
         )
     except (MisconfigurationException, ValueError) as error:
         raise AlnvidError(f"the trainer settings are not usable here: {error}",

@@ -49,6 +49,27 @@ def test_optimiser_is_adam_with_the_study_learning_rate():
     assert isinstance(cosine["lr_scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
 
 
+def test_fused_adam_takes_the_reference_adam_step():
+    """The fused optimiser (one kernel) moves every weight as torch's per-tensor Adam does, to float rounding."""
+    torch.manual_seed(0)
+    module = ALNClassifier("tin", num_frames=4, lr=5e-4, weight_decay=1e-3)
+    fused = module.configure_optimizers()
+    assert fused.defaults["fused"]
+    start = [p.detach().clone() for p in module.parameters()]
+    reference_weights = [w.clone().requires_grad_() for w in start]
+    reference = torch.optim.Adam(reference_weights, lr=5e-4, weight_decay=1e-3, fused=False)
+    for _ in range(3):
+        for p, q in zip(module.parameters(), reference_weights):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        reference.step()
+    with torch.no_grad():
+        assert max((p - q).abs().max() for p, q in zip(module.parameters(), reference_weights)) < 1e-6
+        moved = torch.cat([(p - w).abs().flatten() for p, w in zip(module.parameters(), start)])
+        assert moved.mean() > 3e-4  # three steps of about lr each, some of them cancelling
+
+
 @pytest.mark.parametrize("model, kind", [("tin", "clip"), ("resnet50", "image")])
 def test_bf16_mixed_precision_and_channels_last_train(model, kind):
     module = ALNClassifier(model, num_frames=4, channels_last=True)

@@ -162,3 +162,40 @@ def test_cv_refuses_to_resume_a_fold_trained_with_another_setting(tiny_cohort, t
     (tmp_path / "cv" / "fold_0" / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(AlnvidError, match=f"other settings \\(trainer.{setting}\\)"):
         run_cv(config, folds=2)
+
+
+def test_validating_every_few_epochs_keeps_the_same_model(tiny_cohort, tiny_data_config, tmp_path):
+    """With selection 'last', validating every 2nd epoch (and the final one) trains the very same network as
+    validating every epoch; epochs.csv leaves the unvalidated epoch's validation columns empty, and last.ckpt is
+    still written after every epoch."""
+    from alnvid.train import fit
+
+    def run(val_every: int):
+        config = RunConfig(data=tiny_data_config, out=str(tmp_path / f"every_{val_every}"))
+        config.data.manifest, config.data.fold, config.data.num_folds = str(tiny_cohort), 0, 2
+        config.model.name, config.optim.lr = "resnet50", 1e-3
+        config.trainer.epochs, config.trainer.selection, config.trainer.val_every = 3, "last", val_every
+        config.trainer.progress, config.trainer.checkpoint_every_s, config.explain.export = False, 0, False
+        return fit(config)
+
+    every, sparse = run(1), run(2)
+    weights = [torch.load(r.best_checkpoint, weights_only=False)["state_dict"] for r in (every, sparse)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert every.val_auc == sparse.val_auc and every.test_auc == sparse.test_auc
+    import pandas as pd
+
+    dense, thin = (pd.read_csv(r.out / "epochs.csv") for r in (every, sparse))
+    assert dense["val_loss"].notna().all()
+    assert thin["val_loss"].isna().tolist() == [True, False, False]  # epoch 2 (every 2nd) and the final epoch 3
+    assert thin.loc[1:, "val_loss"].tolist() == pytest.approx(dense.loc[1:, "val_loss"].tolist())
+    assert thin["train_loss"].tolist() == dense["train_loss"].tolist()
+    assert torch.load(sparse.out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_val_every_must_be_a_whole_number_of_epochs():
+    for bad in (0, -1, 1.5, True):
+        config = RunConfig()
+        config.trainer.val_every = bad
+        with pytest.raises(AlnvidError, match="val_every"):
+            config.trainer.__post_init__()

@@ -55,6 +55,7 @@ def cv(
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
     selection: Optional[str] = TRAINING_OPTIONS["selection"],
+    val_every: Optional[int] = TRAINING_OPTIONS["val_every"],
     eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],

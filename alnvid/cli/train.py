@@ -64,6 +64,9 @@ TRAINING_OPTIONS = {
     "selection": typer.Option(None, "--selection", help="Model kept as best.ckpt: best (epoch of best per-patient "
                               "validation AUC, the study; validation/out-of-fold AUC then optimistic) or last (the "
                               "final epoch of a count fixed beforehand; unbiased). Default best."),
+    "val_every": typer.Option(None, "--val-every", help="Validate every N epochs and after the last one (with "
+                              "--selection last the kept model is the same, and validation's cost is saved). "
+                              "Default 1."),
     "eval_clips": typer.Option(None, "--eval-clips", help="Video models: score each video as the mean over K TSN "
                                "clips spread over the loop (validation, test, predict, explain). Default 1."),
     "still_frames": typer.Option(None, "--still-frames", help="Static models without still images: middle frame, "
@@ -99,7 +102,7 @@ def training_overrides(**options) -> dict:
              "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
              "allow_modality": "data.allow_modalities",
-             "selection": "trainer.selection", "eval_clips": "data.eval_clips",
+             "selection": "trainer.selection", "val_every": "trainer.val_every", "eval_clips": "data.eval_clips",
              "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
              "consensus": "model.consensus",
              "intensity": "data.intensity", "zoom": "data.zoom", "test_model": "trainer.test_model"}
@@ -141,6 +144,7 @@ def fit(
     patience: Optional[int] = TRAINING_OPTIONS["patience"],
     checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
     selection: Optional[str] = TRAINING_OPTIONS["selection"],
+    val_every: Optional[int] = TRAINING_OPTIONS["val_every"],
     eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
