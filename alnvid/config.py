@@ -53,6 +53,10 @@ class DataConfig:
     eval_clips: int = 1
     """Video models at evaluation (validation, test, predict, explain): a video's probability is the mean over this
     many TSN clips, each taking the same relative offset in every segment of the loop (1 = segment centres)."""
+    eval_flip: bool = False
+    """Evaluation (validation, test, predict, explain): each clip or image is also scored mirrored left-right, as
+    training's random flip shows it, and the probabilities of both are averaged (test-time augmentation; off in the
+    study). Twice the evaluation cost."""
     fold: int | None = None
     num_folds: int = 5
     val_fraction: float = 0.2

@@ -542,6 +542,51 @@ def test_eval_clips_average_independent_single_clip_scores(runs, tiny_cohort, tm
     assert set(explained.cam.frame_indices) == set(predicted.frame_indices.ravel())
 
 
+def test_eval_flip_averages_each_view_with_its_mirror(runs, tiny_cohort, tmp_path):
+    """--eval-flip: a video's probability is the mean of its clip's and the mirrored clip's, in predict, in the
+    evaluation dataset and in explain, whose heat is the mean of both Grad-CAMs with the mirror's mapped back; a
+    static model averages its still and the still's mirror image."""
+    from alnvid.data.datamodule import ClipDataset, StillDataset
+    from alnvid.data.manifest import load_manifest
+    from alnvid.data.sampling import segment_indices
+    from alnvid.data.transforms import apply_to_clip, clip_transform
+    from alnvid.explain import explain_file
+    from alnvid.explain.gradcam import GradCAM, normalise_clip
+    from alnvid.models.trained import load_trained, predict_file
+
+    model = load_trained(runs / "tin-cv" / "fold_0" / "checkpoints" / "best.ckpt", eval_flip=True)
+    table = load_manifest(tiny_cohort).table
+    path = table["path"].iloc[0]
+    predicted = predict_file(model, path)
+    video, data = predicted.video, model.config.data
+    clip = apply_to_clip(clip_transform(data.crop_size, model.input_size, train=False),
+                         video.frames[segment_indices(video.n_frames, data.frames, random=False)])[None]
+    with torch.no_grad():
+        views = [float(model.module.class_probabilities(x)[0, 1]) for x in (clip, clip.flip(-1))]
+    assert abs(views[0] - views[1]) > 1e-6  # the mirror image scores differently, so the test can tell
+    assert predicted.prob == pytest.approx(np.mean(views), abs=1e-6)
+    item = ClipDataset(table.iloc[:1], model_cache(model), data, model.input_size, train=False)[0]
+    assert item["x"].shape[0] == 2 and torch.equal(item["x"][1], item["x"][0].flip(-1))
+    with torch.no_grad():
+        assert float(model.module.class_probabilities(item["x"][None])[0, 1]) == pytest.approx(predicted.prob,
+                                                                                                abs=1e-6)
+    explained = explain_file(model, path, tmp_path / "explain", gif=False, mp4=False)
+    assert explained.prob == pytest.approx(predicted.prob, abs=1e-6) and explained.to_dict()["eval_flip"] is True
+    cam = GradCAM.from_spec(model.module, model.spec, per_clip_weights=True)
+    (plain, _), (mirrored, _) = cam.raw_maps(clip), cam.raw_maps(clip.flip(-1))
+    expected = normalise_clip(((plain[0] + mirrored[0].flip(-1)) / 2)[None])[0]
+    np.testing.assert_allclose(explained.cam.heat, expected.numpy(), atol=1e-5)
+
+    static = load_trained(runs / "resnet50-cv" / "fold_0" / "checkpoints" / "best.ckpt", eval_flip=True)
+    row = table[table["still_path"] != ""].iloc[:1]
+    image = StillDataset(row, model_cache(static), static.config.data, static.input_size, train=False)[0]["x"]
+    assert image.shape[0] == 2 and torch.equal(image[1], image[0].flip(-1))
+    with torch.no_grad():
+        sides = [float(static.module.class_probabilities(image[i:i + 1])[0, 1]) for i in (0, 1)]
+        assert float(static.module.class_probabilities(image[None])[0, 1]) == pytest.approx(np.mean(sides), abs=1e-6)
+    assert predict_file(static, row["still_path"].iloc[0]).prob == pytest.approx(np.mean(sides), abs=1e-6)
+
+
 def model_cache(model):
     from alnvid.data.cache import PreprocessCache
 

@@ -94,7 +94,7 @@ CHECKPOINT_HELP = ("A run's checkpoints/best.ckpt (it carries the run's settings
                    "ensemble). Repeat it to average several checkpoints of one recipe.")
 
 
-def load_checkpoints(given: list[Path], *, eval_clips: int | None = None):
+def load_checkpoints(given: list[Path], *, eval_clips: int | None = None, eval_flip: bool | None = None):
     """The model(s) of the --checkpoint options: files as they are, run folders as their test model's checkpoints;
     several make a `ModelEnsemble`."""
     from alnvid.models.trained import load_models
@@ -103,4 +103,4 @@ def load_checkpoints(given: list[Path], *, eval_clips: int | None = None):
     paths = []
     for path in map(Path, given):
         paths += run_checkpoints(path) if is_run_folder(path) else [path]
-    return load_models(paths, eval_clips=eval_clips)
+    return load_models(paths, eval_clips=eval_clips, eval_flip=eval_flip)

@@ -57,6 +57,7 @@ def cv(
     selection: Optional[str] = TRAINING_OPTIONS["selection"],
     val_every: Optional[int] = TRAINING_OPTIONS["val_every"],
     eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
+    eval_flip: Optional[bool] = TRAINING_OPTIONS["eval_flip"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],

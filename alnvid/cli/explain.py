@@ -23,6 +23,9 @@ def explain(
     eval_clips: Optional[int] = typer.Option(None, "--eval-clips", help="Video models: score the video as the mean "
                                              "over K clips, as `predict --eval-clips K`, and explain those clips. "
                                              "Default: the run's setting (1 unless trained with --eval-clips)."),
+    eval_flip: Optional[bool] = typer.Option(None, "--eval-flip/--no-eval-flip", help="Also score and explain each "
+                                             "clip mirrored left-right (its heatmap mirrored back), as `predict "
+                                             "--eval-flip`. Default: the run's setting."),
     per_clip: bool = typer.Option(True, "--per-clip/--per-frame", help="Channel weights: one per clip "
                                   "(pytorch-grad-cam; frames compared on one scale) or one per frame (mmaction2)."),
     target_class: int = typer.Option(1, "--target-class", help="Class whose logit is explained: 1 = metastasis."),
@@ -65,7 +68,7 @@ def explain(
     else:
         batch = BatchInputs.from_files(inputs)
 
-    model = load_checkpoints(checkpoint, eval_clips=eval_clips)
+    model = load_checkpoints(checkpoint, eval_clips=eval_clips, eval_flip=eval_flip)
     model.config.data.allow_modalities = allowed
     with progress_bar("Explaining", enabled=not json_output and len(batch) > 1) as update:
         results, index, errors = explain_inputs(

@@ -69,6 +69,9 @@ TRAINING_OPTIONS = {
                               "Default 1."),
     "eval_clips": typer.Option(None, "--eval-clips", help="Video models: score each video as the mean over K TSN "
                                "clips spread over the loop (validation, test, predict, explain). Default 1."),
+    "eval_flip": typer.Option(None, "--eval-flip/--no-eval-flip", help="Evaluation: also score each clip or "
+                              "image mirrored left-right and average the two (test-time augmentation, twice the "
+                              "evaluation cost). Default off."),
     "still_frames": typer.Option(None, "--still-frames", help="Static models without still images: middle frame, "
                                  "or all (T frames, averaged per video at evaluation)."),
     "allow_modality": typer.Option(None, "--allow-modality", help="Also read DICOMs of this modality (e.g. CT); "
@@ -103,6 +106,7 @@ def training_overrides(**options) -> dict:
              "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
              "allow_modality": "data.allow_modalities",
              "selection": "trainer.selection", "val_every": "trainer.val_every", "eval_clips": "data.eval_clips",
+             "eval_flip": "data.eval_flip",
              "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
              "consensus": "model.consensus",
              "intensity": "data.intensity", "zoom": "data.zoom", "test_model": "trainer.test_model"}
@@ -146,6 +150,7 @@ def fit(
     selection: Optional[str] = TRAINING_OPTIONS["selection"],
     val_every: Optional[int] = TRAINING_OPTIONS["val_every"],
     eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
+    eval_flip: Optional[bool] = TRAINING_OPTIONS["eval_flip"],
     still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     config: Optional[Path] = TRAINING_OPTIONS["config"],
@@ -215,6 +220,8 @@ def predict(
     eval_clips: Optional[int] = typer.Option(None, "--eval-clips", help="Video models: mean over K clips spread "
                                              "over the loop. Default: the run's setting (1 unless trained with "
                                              "--eval-clips)."),
+    eval_flip: Optional[bool] = typer.Option(None, "--eval-flip/--no-eval-flip", help="Also score each clip or "
+                                             "image mirrored and average the two. Default: the run's setting."),
     allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
     skip_errors: bool = typer.Option(False, "--skip-errors", help="Go on past unreadable or unsuitable files and "
                                      "list them (row, patient, reason) in <out>_errors.csv beside --out. Default: "
@@ -236,9 +243,9 @@ def predict(
     if out and out.is_dir():
         raise AlnvidError("--out is a folder", path=out, fix="give a CSV file name, e.g. --out predictions.csv.")
     if model_file:
-        model = load_exported(model_file, eval_clips=eval_clips)
+        model = load_exported(model_file, eval_clips=eval_clips, eval_flip=eval_flip)
     else:
-        model = load_checkpoints(checkpoint, eval_clips=eval_clips)
+        model = load_checkpoints(checkpoint, eval_clips=eval_clips, eval_flip=eval_flip)
     model.config.data.allow_modalities = list(allow_modality or [])
     if len(inputs) == 1 and inputs[0].suffix.lower() == ".csv":
         batch = BatchInputs.from_csv(inputs[0], check_files=not skip_errors)

@@ -22,7 +22,7 @@ from alnvid.data.folds import holdout, patient_folds
 from alnvid.data.gpu_augment import augment_batch, draw_params
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
 from alnvid.data.sampling import SeededShuffle, eval_clip_indices, segment_indices
-from alnvid.data.transforms import apply_to_clip, clip_transform
+from alnvid.data.transforms import apply_to_clip, clip_transform, with_mirror_views
 from alnvid.errors import AlnvidError
 from alnvid.utils import available_cores
 
@@ -82,16 +82,17 @@ class _CohortDataset(Dataset):
 
 class ClipDataset(_CohortDataset):
     """One clip of T frames per video, as (3, T, H, W) in [0, 1]; at evaluation with `eval_clips` K > 1, K clips
-    spread over the loop, as (K, 3, T, H, W), whose probabilities the model averages into one per video."""
+    spread over the loop, as (K, 3, T, H, W), and with `eval_flip` each clip's mirror image after them (2K, 3, T,
+    H, W): the model averages their probabilities into one per video."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         row, seed = self._row(key)
         video = self._video(row)
         rng = self._rng(seed)
-        if not self.train and self.config.eval_clips > 1:
+        if not self.train and (self.config.eval_clips > 1 or self.config.eval_flip):
             indices = eval_clip_indices(video.n_frames, self.config.frames, self.config.eval_clips)
             clips = torch.stack([apply_to_clip(self.transform, video.frames[i]) for i in indices])
-            return self._item(row, clips, indices)
+            return self._item(row, with_mirror_views(clips) if self.config.eval_flip else clips, indices)
         indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
                                   rng=rng)
         if self.on_device:
@@ -104,7 +105,8 @@ class StillDataset(_CohortDataset):
 
     `still_frames='middle'` takes the loop's middle frame; `'all'` takes a random frame per epoch in training
     and T evenly spaced frames at evaluation, shaped (T, 3, H, W), whose probabilities the model averages into
-    one per video. Items are (3, H, W) otherwise.
+    one per video. Items are (3, H, W) otherwise. With `eval_flip`, evaluation items are their image(s) followed by
+    the mirror images, (2, 3, H, W) or (2T, 3, H, W).
     """
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
@@ -125,8 +127,10 @@ class StillDataset(_CohortDataset):
         frames = apply_to_clip(self.transform, video.frames[indices]).permute(1, 0, 2, 3)  # (K, 3, H, W)
         if self.config.still_frames == "all" and not self.train:
             frames = frames.expand(self.config.frames, -1, -1, -1) if len(indices) == 1 else frames
-            return self._item(row, frames.contiguous(), np.resize(indices, self.config.frames))
-        return self._item(row, frames[0], indices)
+            indices = np.resize(indices, self.config.frames)
+        elif self.train or not self.config.eval_flip:
+            return self._item(row, frames[0], indices)
+        return self._item(row, with_mirror_views(frames) if self.config.eval_flip else frames.contiguous(), indices)
 
 
 class CohortDataModule(L.LightningDataModule):

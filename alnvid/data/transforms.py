@@ -2,7 +2,7 @@
 
 Training: random horizontal flip, elastic transform, random crop (resize -> crop, e.g. 256 -> 224; with a zoom,
 a crop of random side resized to the crop's);
-evaluation: centre crop. Then optional rescale to the network's input side and scaling to [0, 1].
+evaluation: centre crop (and, with `data.eval_flip`, its mirror image too: `with_mirror_views`). Then optional rescale to the network's input side and scaling to [0, 1].
 albumentations' `images=` target draws one set of random parameters for the whole stack of frames.
 `alnvid.data.gpu_augment` does the training steps in torch on a collated batch instead (`data.augment_device`).
 """
@@ -64,3 +64,9 @@ def apply_to_clip(transform: A.Compose, frames: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (3, T, h, w) float in [0, 1], every frame transformed alike."""
     out = transform(images=np.ascontiguousarray(frames))["images"]
     return torch.from_numpy(np.ascontiguousarray(out)).permute(3, 0, 1, 2).float().div_(255.0)
+
+
+def with_mirror_views(views: torch.Tensor) -> torch.Tensor:
+    """An item's evaluation views (V, ...), clips or images, followed by their left-right mirror images: (2V, ...),
+    whose probabilities the model averages (`data.eval_flip`)."""
+    return torch.cat([views, views.flip(-1)])

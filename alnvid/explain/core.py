@@ -59,6 +59,8 @@ class Explanation:
     files: dict[str, Path] = field(default_factory=dict)
     eval_clips: int = 1
     """Clips per video behind ``prob`` (as `alnvid predict` with the same --eval-clips)."""
+    eval_flip: bool = False
+    """Whether each clip was also scored and explained mirrored (`data.eval_flip`)."""
     models: int = 1
     """Models averaged (a cross-validation's fold ensemble, see `ModelEnsemble`), 1 for one checkpoint."""
 
@@ -90,6 +92,7 @@ class Explanation:
             "layer": self.cam.layer,
             "multi_clip": self.multi_clip,
             "eval_clips": self.eval_clips,
+            "eval_flip": self.eval_flip,
             "models": self.models,
             "files": {kind: path.name for kind, path in self.files.items()},
         }
@@ -103,7 +106,7 @@ def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, m
     member counts alike), put back on a 0-1 scale; its probabilities are the members' means.
 
     Default: the clips the model scores at evaluation (TSN sampling over the loop; `eval_clips` interleaved clips
-    for a video model), one heatmap per sampled frame. ``multi_clip``: windows of T consecutive frames with stride
+    for a video model; with `eval_flip` each also mirrored, its maps mirrored back), one heatmap per sampled frame. ``multi_clip``: windows of T consecutive frames with stride
     T/2 cover the whole loop. Where several clips hold a frame, their raw maps are averaged per original frame and
     normalised over the loop, so every explained frame gets a heatmap on one common scale. Static models are run
     on every frame of the clip as a batch.
@@ -122,7 +125,8 @@ def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, m
     else:
         clips = model.config.data.eval_clips if model.spec.input_kind == "clip" else 1
         windows = eval_clip_indices(video.n_frames, length, clips)
-    if len(windows) == 1:
+    mirror = model.config.data.eval_flip
+    if len(windows) == 1 and not mirror:
         return cam(_model_input(model, video, windows)[0:1], target_class=target_class, frame_indices=windows[0])
 
     height = width = model.input_size
@@ -131,13 +135,16 @@ def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, m
     count = torch.zeros(video.n_frames)
     clip_logits = []
     for chunk in np.array_split(windows, int(np.ceil(len(windows) / CLIPS_PER_BATCH))):
-        raw, logits = cam.raw_maps(_model_input(model, video, chunk), target_class=target_class)
-        flat = torch.as_tensor(chunk.reshape(-1))
-        heat_sum.index_add_(0, flat, raw.cpu().flatten(0, 1))
-        probs = logits.softmax(-1)[..., target_class].cpu()  # (clips, K)
-        prob_sum.index_add_(0, flat, probs.expand(len(chunk), length).reshape(-1))
-        count.index_add_(0, flat, torch.ones(flat.numel()))
-        clip_logits.append(logits.mean(1).cpu())
+        inputs = _model_input(model, video, chunk)
+        for mirrored in (False, True) if mirror else (False,):
+            raw, logits = cam.raw_maps(inputs.flip(-1) if mirrored else inputs, target_class=target_class)
+            raw = raw.flip(-1) if mirrored else raw  # a mirrored view's maps back onto the frame as it is
+            flat = torch.as_tensor(chunk.reshape(-1))
+            heat_sum.index_add_(0, flat, raw.cpu().flatten(0, 1))
+            probs = logits.softmax(-1)[..., target_class].cpu()  # (clips, K)
+            prob_sum.index_add_(0, flat, probs.expand(len(chunk), length).reshape(-1))
+            count.index_add_(0, flat, torch.ones(flat.numel()))
+            clip_logits.append(logits.mean(1).cpu())
     seen = count > 0
     heat = normalise_clip((heat_sum[seen] / count[seen, None, None])[None])[0]
     all_logits = torch.cat(clip_logits)
@@ -208,6 +215,7 @@ def explain_file(
     explanation = Explanation(name, sha256, model.spec.name, prob, cam, keyframes, hot, video.box, video.n_frames,
                               video.frame_time_ms, multi_clip, per_clip_weights,
                               eval_clips=data.eval_clips if model.spec.input_kind == "clip" else 1,
+                              eval_flip=data.eval_flip,
                               models=len(model.members))
     _write_artefacts(explanation, video, geometry, out_dir, gif=gif, mp4=mp4, alpha=alpha, cmap=cmap)
     return explanation

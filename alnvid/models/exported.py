@@ -53,14 +53,17 @@ CROP_RULE = ("imaging region: DICOM ultrasound regions, else the largest region 
              "crop_box overrides it); burned-in overlays masked when mask_overlays; resized to resize x resize; "
              "centre crop crop_size x crop_size; rescaled to input_size x input_size; RGB scaled to [0, 1]")
 SAMPLING_RULE = {"clip": "T = frames frames at the centres of T equal segments of the whole loop (eval_clips K > 1: "
-                         "K interleaved such clips, their probabilities averaged)",
+                         "K interleaved such clips, their probabilities averaged; eval_flip: each clip also "
+                         "mirrored left-right, averaged with it)",
                  "image": "the still image, else the middle frame of the loop (still_frames: middle) or T = frames "
-                          "frames at segment centres, their probabilities averaged (still_frames: all)"}
+                          "frames at segment centres, their probabilities averaged (still_frames: all; eval_flip: "
+                          "each also mirrored left-right, averaged with it)"}
 METADATA_KEYS = ("format_version", "alnvid_version", "model_name", "input_kind", "num_classes", "frames", "resize",
                  "crop_size", "input_size", "mask_overlays", "still_frames", "crop_rule", "frame_sampling",
                  "preprocessing_version", "input_layout", "output")
-OPTIONAL_METADATA_KEYS = ("eval_clips", "members")
-"""Written since format 1 gained them; a file without them gets their default (eval_clips 1, members 1)."""
+OPTIONAL_METADATA_KEYS = ("eval_clips", "members", "eval_flip")
+"""Written since format 1 gained them; a file without them gets their default (eval_clips 1, members 1,
+eval_flip false)."""
 
 
 class _Probabilities(nn.Module):
@@ -142,6 +145,7 @@ def metadata_for(model: TrainedModel | ModelEnsemble) -> dict[str, Any]:
         "mask_overlays": bool(data.mask_overlays),
         "still_frames": data.still_frames,
         "eval_clips": int(data.eval_clips) if clip else 1,  # optional: files from before it score one clip
+        "eval_flip": bool(data.eval_flip),  # optional: files from before it do not mirror
         "members": len(model.members),
         "crop_rule": CROP_RULE,
         "frame_sampling": SAMPLING_RULE[spec.input_kind],
@@ -263,9 +267,10 @@ class ExportedModel:
         return torch.from_numpy(self.run(array))
 
 
-def load_exported(path: str | Path, *, eval_clips: int | None = None) -> ExportedModel:
+def load_exported(path: str | Path, *, eval_clips: int | None = None, eval_flip: bool | None = None) -> ExportedModel:
     """Open a file written by `alnvid export` (ONNX or TorchScript, told apart by content) with its metadata.
-    `eval_clips` overrides the exported run's number of evaluation clips per video (None keeps it)."""
+    `eval_clips` and `eval_flip` override the exported run's evaluation clips per video and mirroring (None keeps
+    them)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError("exported model not found.", path=path,
@@ -279,6 +284,7 @@ def load_exported(path: str | Path, *, eval_clips: int | None = None) -> Exporte
     for name in ("frames", "resize", "crop_size", "input_size", "mask_overlays", "still_frames"):
         setattr(config.data, name, metadata[name])
     config.data.eval_clips = metadata.get("eval_clips", 1) if eval_clips is None else eval_clips
+    config.data.eval_flip = bool(metadata.get("eval_flip", False)) if eval_flip is None else eval_flip
     metadata.setdefault("members", 1)
     config.data.__post_init__()
     config.data.cache_dir = str(default_cache_dir())

@@ -18,7 +18,7 @@ from alnvid.config import DataConfig, RunConfig
 from alnvid.data.cache import PreprocessCache, Preprocessed, default_cache_dir
 from alnvid.data.crop import Box
 from alnvid.data.sampling import eval_clip_indices, segment_indices
-from alnvid.data.transforms import apply_to_clip, clip_transform
+from alnvid.data.transforms import apply_to_clip, clip_transform, with_mirror_views
 from alnvid.errors import AlnvidError, AlnvidWarning, InputFileError
 from alnvid.io import IMAGE_SUFFIXES
 from alnvid.models.module import ALNClassifier
@@ -76,16 +76,17 @@ class ModelEnsemble:
         return torch.stack([member.class_probabilities(x) for member in self.members]).mean(0)
 
 
-INPUT_SETTINGS = ("frames", "resize", "crop_size", "input_size", "eval_clips", "still_frames", "mask_overlays")
+INPUT_SETTINGS = ("frames", "resize", "crop_size", "input_size", "eval_clips", "eval_flip", "still_frames",
+                  "mask_overlays")
 """DataConfig settings that shape a model's input: the members of an ensemble must agree on all of them."""
 
 
-def load_models(checkpoints: Sequence[str | Path], *, device: str = "cpu",
-                eval_clips: int | None = None) -> TrainedModel | ModelEnsemble:
+def load_models(checkpoints: Sequence[str | Path], *, device: str = "cpu", eval_clips: int | None = None,
+                eval_flip: bool | None = None) -> TrainedModel | ModelEnsemble:
     """One checkpoint's model, or the ensemble of several (refused unless they take the same input)."""
     if not checkpoints:
         raise AlnvidError("no checkpoint given", fix="pass --checkpoint RUN/checkpoints/best.ckpt (or a run folder).")
-    models = [load_trained(c, device=device, eval_clips=eval_clips) for c in checkpoints]
+    models = [load_trained(c, device=device, eval_clips=eval_clips, eval_flip=eval_flip) for c in checkpoints]
     if len(models) == 1:
         return models[0]
     first = models[0]
@@ -112,10 +113,11 @@ class FilePrediction:
     video: Preprocessed
 
 
-def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int | None = None) -> TrainedModel:
+def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int | None = None,
+                 eval_flip: bool | None = None) -> TrainedModel:
     """Load a checkpoint with the settings of the run that made it: those embedded in the checkpoint, or, for
     older checkpoints without them, the config.yaml of its run folder (checkpoints/../).
-    `eval_clips` overrides the run's number of evaluation clips per video (None keeps it)."""
+    `eval_clips` and `eval_flip` override the run's evaluation clips per video and mirroring (None keeps them)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise AlnvidError("checkpoint not found" + (" (this is a folder)" if checkpoint.is_dir() else ""),
@@ -136,6 +138,8 @@ def load_trained(checkpoint: str | Path, *, device: str = "cpu", eval_clips: int
     if eval_clips is not None:
         config.data.eval_clips = eval_clips
         config.data.__post_init__()
+    if eval_flip is not None:
+        config.data.eval_flip = eval_flip
     return TrainedModel(module.eval().to(device), config, checkpoint)
 
 
@@ -162,16 +166,21 @@ def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) 
 
 def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
     """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds: (T,), or
-    (K, T) for a video model with `eval_clips` K > 1, whose input is then (1, K, 3, T, H, W)."""
+    (K, T) for a video model with `eval_clips` K > 1, whose input is then (1, K, 3, T, H, W). With `eval_flip`
+    the views are followed by their mirror images (1, 2K, 3, T, H, W) or (1, 2, 3, H, W), as in evaluation."""
     data = model.config.data
-    if model.spec.input_kind == "clip" and data.eval_clips > 1:
+    if model.spec.input_kind == "clip" and (data.eval_clips > 1 or data.eval_flip):
         indices = eval_clip_indices(video.n_frames, data.frames, data.eval_clips)
-        return torch.stack([frames_input(model, video, i) for i in indices]).unsqueeze(0), indices
+        clips = torch.stack([frames_input(model, video, i) for i in indices])
+        return (with_mirror_views(clips) if data.eval_flip else clips).unsqueeze(0), indices
     if model.spec.input_kind == "clip" or data.still_frames == "all":
         indices = segment_indices(video.n_frames, data.frames, random=False)
     else:
         indices = np.array([video.n_frames // 2])
-    return frames_input(model, video, indices).unsqueeze(0), indices
+    frames = frames_input(model, video, indices)  # a static model's views: (T or 1, 3, H, W)
+    if data.eval_flip and model.spec.input_kind == "image":
+        frames = with_mirror_views(frames)
+    return frames.unsqueeze(0), indices
 
 
 def require_motion(spec: ModelSpec, video: Preprocessed, path: str | Path, frames: int) -> None:
