@@ -111,10 +111,11 @@ class PeriodicCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
     def _due(self, trainer: L.Trainer) -> bool:
         now = time.monotonic()
         final = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        if final or trainer.should_stop or now - self._written >= self.every_s:
+        # every process must agree, or a save's barrier would wait for ones whose clocks said no
+        due = trainer.strategy.broadcast(final or trainer.should_stop or now - self._written >= self.every_s)
+        if due:
             self._written = now
-            return True
-        return False
+        return due
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)

@@ -138,7 +138,8 @@ class TrainerConfig:
     command; spawn-based ones (ddp_spawn, ddp_fork, ddp_notebook) are refused."""
     seed: int = 0
     patience: int | None = None
-    """Stop early after this many epochs without a better per-patient validation AUC (None = train all epochs)."""
+    """Stop early after this many validations without a better per-patient validation AUC (epochs, or
+    patience x val_every epochs with `val_every`; None = train all epochs)."""
     selection: str = "best"
     """Which epoch's model is kept (checkpoints/best.ckpt) and predicts: 'best' per-patient validation AUC (the
     study; validation and out-of-fold AUCs are then optimistic), or 'last' (a fixed epoch count chosen beforehand;
@@ -247,7 +248,10 @@ def changed_result_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
     for values in (a, b):  # a run saved before augment_device existed (never resolved) augmented on the CPU
         if values.get("data.augment_device") == "auto":
             values["data.augment_device"] = "cpu"
-    return sorted(k for k in a.keys() | b.keys() if k not in NEUTRAL_SETTINGS and a.get(k) != b.get(k))
+    differ = sorted(k for k in a.keys() | b.keys() if k not in NEUTRAL_SETTINGS and a.get(k) != b.get(k))
+    if all(c.trainer.selection == "last" and not c.trainer.patience for c in (saved, wanted)):
+        differ = [k for k in differ if k != "trainer.val_every"]  # the kept model does not depend on it
+    return differ
 
 
 def fast(config: RunConfig) -> RunConfig:

@@ -1,7 +1,7 @@
 """The whole study protocol in one call, as `make demo` runs it on the built-in demo cohort:
 demo cohort -> k-fold CV of a video and a static model -> video vs static comparison -> report -> Grad-CAM.
 
-Three recipes (`DEMO_SETTINGS`): 'cpu' (the default without a GPU: a demo that learns in about 15 minutes on
+Three recipes (`DEMO_SETTINGS`): 'cpu' (the default without a GPU: a demo that learns in about 12 minutes on
 2 cores), 'gpu' (the default with one: larger inputs, more epochs and patients, bf16) and 'study' (the
 study's protocol: T 16, 224 px, 300 epochs, 5 folds; hours on a GPU). A `--seed` drives the cohort, the
 folds and the training, so another seed is an independent replication of the whole demo.
@@ -113,10 +113,11 @@ class DemoSettings:
         return (steps + 2 * self.folds * self.epochs * THROUGHPUT[device][4]) / 60
 
 
-THROUGHPUT = {"cpu": (5.7, 8, 48, float("inf"), 0.0), "gpu": (55.0, 16, 224, 100.0, 1.1)}
+THROUGHPUT = {"cpu": (6.4, 8, 48, float("inf"), 0.0), "gpu": (55.0, 16, 224, 100.0, 1.1)}
 """device -> (TIN training clips/s, at T, at px, ceiling, seconds per epoch outside training steps).
-CPU: 5.7 clips/s, the whole CPU demo's effective rate on 2 idle cores (seed 0: 12.8 minutes of TIN and ResNet50
-training, all overheads included, for 4,410 TIN-clip equivalents at T 8, 48 px). GPU: 55 clips/s and 1.1 s per
+CPU: 6.4 clips/s, the whole CPU demo's effective rate on 2 idle cores (seeds 0-2: 9.9-10.3 minutes of TIN and
+ResNet50 training, all overheads included, for 3,906 TIN-clip equivalents at T 8, 48 px, fused Adam, validated
+every 5 epochs). GPU: 55 clips/s and 1.1 s per
 epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding
 and augmenting on the CPU would limit smaller clips, is assumed."""
 

@@ -147,6 +147,14 @@ def test_every_setting_that_changes_results_is_compared():
                                                       "trainer.patience"]
 
 
+def test_val_every_changes_results_only_where_an_epoch_is_chosen_on_validation():
+    saved, wanted = RunConfig(), RunConfig()
+    wanted.trainer.val_every = 5
+    assert changed_result_settings(saved, wanted) == ["trainer.val_every"]  # 'best' picks among validated epochs
+    saved.trainer.selection = wanted.trainer.selection = "last"
+    assert changed_result_settings(saved, wanted) == []  # the last epoch, whatever was validated
+
+
 @pytest.mark.parametrize("setting, value", [("patience", 4), ("limit_train_batches", 0.5)])
 def test_cv_refuses_to_resume_a_fold_trained_with_another_setting(tiny_cohort, tiny_data_config, tmp_path, setting,
                                                                   value):
@@ -164,21 +172,34 @@ def test_cv_refuses_to_resume_a_fold_trained_with_another_setting(tiny_cohort, t
         run_cv(config, folds=2)
 
 
+class _LastEpochStored(L.Callback):
+    """Records, at the start of each training epoch, the epoch stored in last.ckpt (None before the first)."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(torch.load(self.path, weights_only=False)["epoch"] if self.path.is_file() else None)
+
+
 def test_validating_every_few_epochs_keeps_the_same_model(tiny_cohort, tiny_data_config, tmp_path):
     """With selection 'last', validating every 2nd epoch (and the final one) trains the very same network as
     validating every epoch; epochs.csv leaves the unvalidated epoch's validation columns empty, and last.ckpt is
-    still written after every epoch."""
+    still written after every epoch, validated or not."""
     from alnvid.train import fit
 
-    def run(val_every: int):
+    stored = _LastEpochStored(tmp_path / "every_2" / "checkpoints" / "last.ckpt")
+
+    def run(val_every: int, *callbacks):
         config = RunConfig(data=tiny_data_config, out=str(tmp_path / f"every_{val_every}"))
         config.data.manifest, config.data.fold, config.data.num_folds = str(tiny_cohort), 0, 2
         config.model.name, config.optim.lr = "resnet50", 1e-3
         config.trainer.epochs, config.trainer.selection, config.trainer.val_every = 3, "last", val_every
         config.trainer.progress, config.trainer.checkpoint_every_s, config.explain.export = False, 0, False
-        return fit(config)
+        return fit(config, extra_callbacks=list(callbacks))
 
-    every, sparse = run(1), run(2)
+    every, sparse = run(1), run(2, stored)
+    assert stored.seen == [None, 0, 1]  # epoch 0 did not validate, and was saved all the same
     weights = [torch.load(r.best_checkpoint, weights_only=False)["state_dict"] for r in (every, sparse)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -190,7 +211,6 @@ def test_validating_every_few_epochs_keeps_the_same_model(tiny_cohort, tiny_data
     assert thin["val_loss"].isna().tolist() == [True, False, False]  # epoch 2 (every 2nd) and the final epoch 3
     assert thin.loc[1:, "val_loss"].tolist() == pytest.approx(dense.loc[1:, "val_loss"].tolist())
     assert thin["train_loss"].tolist() == dense["train_loss"].tolist()
-    assert torch.load(sparse.out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
 
 
 def test_val_every_must_be_a_whole_number_of_epochs():

@@ -56,8 +56,8 @@ TRAINING_OPTIONS = {
     "consensus": typer.Option(None, "--consensus", help="TIN and TSM: how per-frame logits become the clip's: mean "
                               "(default: TSN's average, the study) or max (the clip takes its most positive frame's "
                               "logits: multiple-instance learning, for evidence seen in part of the sweep)."),
-    "patience": typer.Option(None, "--patience", help="Stop after this many epochs without a better per-patient "
-                             "validation AUC."),
+    "patience": typer.Option(None, "--patience", help="Stop after this many validations (epochs, unless "
+                             "--val-every) without a better per-patient validation AUC."),
     "checkpoint_every": typer.Option(None, "--checkpoint-every", help="Seconds between saves of last.ckpt (weights "
                                      "and optimizer, for --resume); it is always saved after the final epoch. "
                                      "0 saves every epoch. Default 60."),

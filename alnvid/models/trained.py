@@ -166,8 +166,9 @@ def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) 
 
 def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
     """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds: (T,), or
-    (K, T) for a video model with `eval_clips` K > 1, whose input is then (1, K, 3, T, H, W). With `eval_flip`
-    the views are followed by their mirror images (1, 2K, 3, T, H, W) or (1, 2, 3, H, W), as in evaluation."""
+    (K, T) for a video model with `eval_clips` K > 1 or `eval_flip` (K = 1), whose input is then (1, K, 3, T, H,
+    W), or (1, 2K, 3, T, H, W) with `eval_flip`: the K clips, then their mirror images, as in evaluation. A static
+    model's input is (1, V, 3, H, W), V = 1 or T views (`still_frames`), 2V with `eval_flip`."""
     data = model.config.data
     if model.spec.input_kind == "clip" and (data.eval_clips > 1 or data.eval_flip):
         indices = eval_clip_indices(video.n_frames, data.frames, data.eval_clips)
