@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -204,8 +205,6 @@ def test_validating_every_few_epochs_keeps_the_same_model(tiny_cohort, tiny_data
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert every.val_auc == sparse.val_auc and every.test_auc == sparse.test_auc
-    import pandas as pd
-
     dense, thin = (pd.read_csv(r.out / "epochs.csv") for r in (every, sparse))
     assert dense["val_loss"].notna().all()
     assert thin["val_loss"].isna().tolist() == [True, False, False]  # epoch 2 (every 2nd) and the final epoch 3

@@ -125,11 +125,11 @@ class StillDataset(_CohortDataset):
             frame = np.array(video.frames[indices[0]])  # a copy: the memory-mapped cache is read-only
             return self._unaugmented(row, frame, indices, rng)
         frames = apply_to_clip(self.transform, video.frames[indices]).permute(1, 0, 2, 3)  # (K, 3, H, W)
-        if self.config.still_frames == "all" and not self.train:
+        if self.train or not (self.config.still_frames == "all" or self.config.eval_flip):
+            return self._item(row, frames[0], indices)  # one image, (3, H, W)
+        if self.config.still_frames == "all":
             frames = frames.expand(self.config.frames, -1, -1, -1) if len(indices) == 1 else frames
             indices = np.resize(indices, self.config.frames)
-        elif self.train or not self.config.eval_flip:
-            return self._item(row, frames[0], indices)
         return self._item(row, with_mirror_views(frames) if self.config.eval_flip else frames.contiguous(), indices)
 
 

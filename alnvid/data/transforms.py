@@ -2,7 +2,8 @@
 
 Training: random horizontal flip, elastic transform, random crop (resize -> crop, e.g. 256 -> 224; with a zoom,
 a crop of random side resized to the crop's);
-evaluation: centre crop (and, with `data.eval_flip`, its mirror image too: `with_mirror_views`). Then optional rescale to the network's input side and scaling to [0, 1].
+evaluation: centre crop (and, with `data.eval_flip`, its mirror image too: `with_mirror_views`).
+Then optional rescale to the network's input side and scaling to [0, 1].
 albumentations' `images=` target draws one set of random parameters for the whole stack of frames.
 `alnvid.data.gpu_augment` does the training steps in torch on a collated batch instead (`data.augment_device`).
 """

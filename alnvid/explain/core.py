@@ -106,8 +106,8 @@ def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, m
     member counts alike), put back on a 0-1 scale; its probabilities are the members' means.
 
     Default: the clips the model scores at evaluation (TSN sampling over the loop; `eval_clips` interleaved clips
-    for a video model; with `eval_flip` each also mirrored, its maps mirrored back), one heatmap per sampled frame. ``multi_clip``: windows of T consecutive frames with stride
-    T/2 cover the whole loop. Where several clips hold a frame, their raw maps are averaged per original frame and
+    for a video model; with `eval_flip` each also mirrored, its maps mirrored back), one heatmap per sampled
+    frame. ``multi_clip``: windows of T consecutive frames with stride T/2 cover the whole loop. Where several clips hold a frame, their raw maps are averaged per original frame and
     normalised over the loop, so every explained frame gets a heatmap on one common scale. Static models are run
     on every frame of the clip as a batch.
     """
@@ -136,10 +136,10 @@ def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, m
     clip_logits = []
     for chunk in np.array_split(windows, int(np.ceil(len(windows) / CLIPS_PER_BATCH))):
         inputs = _model_input(model, video, chunk)
+        flat = torch.as_tensor(chunk.reshape(-1))
         for mirrored in (False, True) if mirror else (False,):
             raw, logits = cam.raw_maps(inputs.flip(-1) if mirrored else inputs, target_class=target_class)
             raw = raw.flip(-1) if mirrored else raw  # a mirrored view's maps back onto the frame as it is
-            flat = torch.as_tensor(chunk.reshape(-1))
             heat_sum.index_add_(0, flat, raw.cpu().flatten(0, 1))
             probs = logits.softmax(-1)[..., target_class].cpu()  # (clips, K)
             prob_sum.index_add_(0, flat, probs.expand(len(chunk), length).reshape(-1))
