@@ -238,3 +238,24 @@ def test_export_cli_refuses_unknown_format(fast_tin_run, tmp_path):
                                       "--out", str(tmp_path / "m.tflite")])
     assert result.exit_code == 2 and "--format onnx or --format torchscript" in result.output
     assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
+def test_files_asking_for_more_than_one_plain_view_are_format_2_and_refused_by_format_1_readers(tmp_path,
+                                                                                                monkeypatch):
+    """A reader that predates eval_clips or eval_flip would score such a file from one unmirrored clip, silently;
+    format 2 makes it refuse the file instead. Files at the default evaluation stay format 1."""
+    model = _tiny_model("tin")
+    export_model(model, "torchscript", tmp_path / "plain.pt")
+    model.config.data.eval_flip = True
+    export_model(model, "torchscript", tmp_path / "mirrored.pt")
+    model.config.data.eval_flip, model.config.data.eval_clips = False, 3
+    export_model(model, "torchscript", tmp_path / "clips.pt")
+    versions = {name: load_exported(tmp_path / f"{name}.pt").metadata["format_version"]
+                for name in ("plain", "mirrored", "clips")}
+    assert versions == {"plain": 1, "mirrored": 2, "clips": 2}
+    assert load_exported(tmp_path / "mirrored.pt").config.data.eval_flip is True
+    monkeypatch.setattr("alnvid.models.exported.FORMAT_VERSION", 1)
+    load_exported(tmp_path / "plain.pt")
+    with pytest.raises(AlnvidError, match="exported by a newer alnvid"):
+        load_exported(tmp_path / "mirrored.pt")

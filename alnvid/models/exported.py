@@ -42,8 +42,11 @@ __all__ = ["ExportFormat", "ExportedModel", "export_model", "load_exported", "me
 
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-FORMAT_VERSION = 1
-"""Bump when the meaning of the exported input, output or metadata changes."""
+FORMAT_VERSION = 2
+"""The newest format this alnvid reads and writes; bump when the meaning of the input, output or metadata changes.
+2: the file asks for evaluation that a reader of format 1 may not know (eval_clips > 1, eval_flip) and would
+otherwise score silently with one unmirrored clip. A file whose evaluation settings are the defaults is still
+written as format 1, which every alnvid reads."""
 TORCHSCRIPT_METADATA = "alnvid.json"
 ONNX_OPSET = 17
 TOLERANCE = 1e-4
@@ -133,7 +136,7 @@ def metadata_for(model: TrainedModel | ModelEnsemble) -> dict[str, Any]:
     data, spec = model.config.data, model.spec
     clip = spec.input_kind == "clip"
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if (clip and data.eval_clips > 1) or data.eval_flip else 1,
         "alnvid_version": alnvid.__version__,
         "model_name": spec.name,
         "input_kind": spec.input_kind,
