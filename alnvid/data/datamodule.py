@@ -21,8 +21,8 @@ from alnvid.data.crop import Box
 from alnvid.data.folds import holdout, patient_folds
 from alnvid.data.gpu_augment import augment_batch, draw_params
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest, load_manifest
-from alnvid.data.sampling import SeededShuffle, eval_clip_indices, segment_indices
-from alnvid.data.transforms import apply_to_clip, clip_transform, with_mirror_views
+from alnvid.data.sampling import SeededShuffle, segment_indices
+from alnvid.data.transforms import apply_to_clip, clip_transform, evaluation_views
 from alnvid.errors import AlnvidError
 from alnvid.utils import available_cores
 
@@ -69,6 +69,13 @@ class _CohortDataset(Dataset):
         return {"x": x, "label": int(row["label"]), "patient_id": str(row["patient_id"]),
                 "line": int(row["line"]), "frame_indices": torch.as_tensor(frame_indices)}
 
+    def _evaluation_item(self, row: pd.Series, frames: np.ndarray, input_kind: str) -> dict:
+        """The item's `evaluation_views`; a single view (one clip, or one image) without the views axis."""
+        views, indices = evaluation_views(frames, self.config, input_kind, self.transform)
+        if len(views) > 1:
+            return self._item(row, views, indices)
+        return self._item(row, views[0], indices[0] if input_kind == "clip" else indices)
+
     def _unaugmented(self, row: pd.Series, frames: np.ndarray, frame_indices: np.ndarray,
                      rng: np.random.Generator) -> dict:
         """A training item for augmentation on the device: uint8 frames as cached, (T, H, W, 3) or one (H, W, 3),
@@ -83,18 +90,15 @@ class _CohortDataset(Dataset):
 class ClipDataset(_CohortDataset):
     """One clip of T frames per video, as (3, T, H, W) in [0, 1]; at evaluation with `eval_clips` K > 1, K clips
     spread over the loop, as (K, 3, T, H, W), and with `eval_flip` each clip's mirror image after them (2K, 3, T,
-    H, W): the model averages their probabilities into one per video."""
+    H, W): the model averages their probabilities into one per video (`evaluation_views`)."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         row, seed = self._row(key)
         video = self._video(row)
+        if not self.train:
+            return self._evaluation_item(row, video.frames, "clip")
         rng = self._rng(seed)
-        if not self.train and (self.config.eval_clips > 1 or self.config.eval_flip):
-            indices = eval_clip_indices(video.n_frames, self.config.frames, self.config.eval_clips)
-            clips = torch.stack([apply_to_clip(self.transform, video.frames[i]) for i in indices])
-            return self._item(row, with_mirror_views(clips) if self.config.eval_flip else clips, indices)
-        indices = segment_indices(video.n_frames, self.config.frames, random=self.train and self.config.augment,
-                                  rng=rng)
+        indices = segment_indices(video.n_frames, self.config.frames, random=self.config.augment, rng=rng)
         if self.on_device:
             return self._unaugmented(row, video.frames[indices], indices, rng)
         return self._item(row, apply_to_clip(self.transform, video.frames[indices]), indices)
@@ -113,24 +117,15 @@ class StillDataset(_CohortDataset):
         row, seed = self._row(key)
         still = row.get("still_path", "")
         video = self.cache.load(still) if still else self._video(row)
+        if not self.train:
+            return self._evaluation_item(row, video.frames, "image")
         rng = self._rng(seed)
         every_frame = self.config.still_frames == "all" and not still
-        if every_frame and self.train:
-            indices = rng.integers(0, video.n_frames, size=1)
-        elif every_frame:
-            indices = segment_indices(video.n_frames, self.config.frames, random=False)
-        else:
-            indices = np.array([video.n_frames // 2])
+        indices = rng.integers(0, video.n_frames, size=1) if every_frame else np.array([video.n_frames // 2])
         if self.on_device:
             frame = np.array(video.frames[indices[0]])  # a copy: the memory-mapped cache is read-only
             return self._unaugmented(row, frame, indices, rng)
-        frames = apply_to_clip(self.transform, video.frames[indices]).permute(1, 0, 2, 3)  # (K, 3, H, W)
-        if self.train or not (self.config.still_frames == "all" or self.config.eval_flip):
-            return self._item(row, frames[0], indices)  # one image, (3, H, W)
-        if self.config.still_frames == "all":
-            frames = frames.expand(self.config.frames, -1, -1, -1) if len(indices) == 1 else frames
-            indices = np.resize(indices, self.config.frames)
-        return self._item(row, with_mirror_views(frames) if self.config.eval_flip else frames.contiguous(), indices)
+        return self._item(row, apply_to_clip(self.transform, video.frames[indices])[:, 0], indices)
 
 
 class CohortDataModule(L.LightningDataModule):

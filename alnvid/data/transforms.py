@@ -2,7 +2,8 @@
 
 Training: random horizontal flip, elastic transform, random crop (resize -> crop, e.g. 256 -> 224; with a zoom,
 a crop of random side resized to the crop's);
-evaluation: centre crop (and, with `data.eval_flip`, its mirror image too: `with_mirror_views`).
+evaluation: centre crop (and, with `data.eval_flip`, its mirror image too: `with_mirror_views`), of the views that
+`evaluation_views` picks.
 Then optional rescale to the network's input side and scaling to [0, 1].
 albumentations' `images=` target draws one set of random parameters for the whole stack of frames.
 `alnvid.data.gpu_augment` does the training steps in torch on a collated batch instead (`data.augment_device`).
@@ -14,7 +15,9 @@ import cv2
 import numpy as np
 import torch
 
+from alnvid.config import DataConfig
 from alnvid.data.gpu_augment import ELASTIC_ALPHA, ELASTIC_SIGMA
+from alnvid.data.sampling import eval_clip_indices, segment_indices
 
 
 def clip_transform(crop_size: int, input_size: int | None, *, train: bool, elastic: bool = True,
@@ -71,3 +74,23 @@ def with_mirror_views(views: torch.Tensor) -> torch.Tensor:
     """An item's evaluation views (V, ...), clips or images, followed by their left-right mirror images: (2V, ...),
     whose probabilities the model averages (`data.eval_flip`)."""
     return torch.cat([views, views.flip(-1)])
+
+
+def evaluation_views(frames: np.ndarray, config: DataConfig, input_kind: str,
+                     transform: A.Compose) -> tuple[torch.Tensor, np.ndarray]:
+    """What a video is scored from at evaluation: the one rule of validation, test, predict and explain.
+
+    `frames` is the preprocessed loop (F, H, W, 3), `transform` the evaluation `clip_transform`. A clip model gets
+    `eval_clips` K interleaved TSN clips, (K, 3, T, H, W), from the loop frames (K, T); a static model the middle
+    frame, or the T segment centres with `still_frames` 'all' (a still image then repeats), (V, 3, H, W), from the
+    loop frames (V,). With `eval_flip` their mirror images follow, doubling the first axis.
+    """
+    n_frames = len(frames)
+    if input_kind == "clip":
+        indices = eval_clip_indices(n_frames, config.frames, config.eval_clips)
+        views = torch.stack([apply_to_clip(transform, frames[clip]) for clip in indices])
+    else:
+        every = config.still_frames == "all"
+        indices = segment_indices(n_frames, config.frames, random=False) if every else np.array([n_frames // 2])
+        views = apply_to_clip(transform, frames[indices]).permute(1, 0, 2, 3)
+    return (with_mirror_views(views) if config.eval_flip else views.contiguous()), indices

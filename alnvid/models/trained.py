@@ -17,8 +17,7 @@ import torch
 from alnvid.config import DataConfig, RunConfig
 from alnvid.data.cache import PreprocessCache, Preprocessed, default_cache_dir
 from alnvid.data.crop import Box
-from alnvid.data.sampling import eval_clip_indices, segment_indices
-from alnvid.data.transforms import apply_to_clip, clip_transform, with_mirror_views
+from alnvid.data.transforms import apply_to_clip, clip_transform, evaluation_views
 from alnvid.errors import AlnvidError, AlnvidWarning, InputFileError
 from alnvid.io import IMAGE_SUFFIXES
 from alnvid.models.module import ALNClassifier
@@ -165,23 +164,15 @@ def frames_input(model: TrainedModel, video: Preprocessed, indices: np.ndarray) 
 
 
 def prepare_input(model: TrainedModel, video: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
-    """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds: (T,), or
-    (K, T) for a video model with `eval_clips` K > 1 or `eval_flip` (K = 1), whose input is then (1, K, 3, T, H,
-    W), or (1, 2K, 3, T, H, W) with `eval_flip`: the K clips, then their mirror images, as in evaluation. A static
-    model's input is (1, V, 3, H, W), V = 1 or T views (`still_frames`), 2V with `eval_flip`."""
-    data = model.config.data
-    if model.spec.input_kind == "clip" and (data.eval_clips > 1 or data.eval_flip):
-        indices = eval_clip_indices(video.n_frames, data.frames, data.eval_clips)
-        clips = torch.stack([frames_input(model, video, i) for i in indices])
-        return (with_mirror_views(clips) if data.eval_flip else clips).unsqueeze(0), indices
-    if model.spec.input_kind == "clip" or data.still_frames == "all":
-        indices = segment_indices(video.n_frames, data.frames, random=False)
-    else:
-        indices = np.array([video.n_frames // 2])
-    frames = frames_input(model, video, indices)  # a static model's views: (T or 1, 3, H, W)
-    if data.eval_flip and model.spec.input_kind == "image":
-        frames = with_mirror_views(frames)
-    return frames.unsqueeze(0), indices
+    """The network input for one preprocessed video (batch of 1) and the loop frame indices it holds, as in
+    evaluation (`evaluation_views`): a video model's one clip (1, 3, T, H, W) from frames (T,), or with `eval_clips`
+    K > 1 or `eval_flip` its views (1, K or 2K, 3, T, H, W) from frames (K, T); a static model's views (1, V, 3,
+    H, W), V = 1 or T (`still_frames`), 2V with `eval_flip`, from frames (V,)."""
+    transform = clip_transform(model.config.data.crop_size, model.input_size, train=False)
+    views, indices = evaluation_views(video.frames, model.config.data, model.spec.input_kind, transform)
+    if model.spec.input_kind == "clip" and len(views) == 1:
+        return views, indices[0]
+    return views.unsqueeze(0), indices
 
 
 def require_motion(spec: ModelSpec, video: Preprocessed, path: str | Path, frames: int) -> None:
