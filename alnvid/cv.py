@@ -4,7 +4,8 @@
 Layout of `out`: fold_<k>/ is a complete `alnvid fit` run folder per fold; oof_predictions.csv holds the
 out-of-fold validation predictions (split 'oof_selected' when each fold kept its best validation epoch, which
 makes them optimistic; 'oof' with `trainer.selection='last'`, an unbiased estimate); predictions_<split>.csv
-the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's; cv_summary.json ties them
+the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's (each with a per-video
+*_videos.csv beside it, where the folds wrote them); cv_summary.json ties them
 together and names the run's test model (`trainer.test_model`: the best fold, as in the study, or the ensemble),
 whose predictions comparisons and reports use. A fold whose summary.json exists is finished and never
 retrained, so an interrupted `cv` resumes where it stopped, and folds can run as separate jobs (`fold=K`) and be
@@ -35,6 +36,7 @@ from alnvid.errors import AlnvidError
 from alnvid.models.registry import check_consensus
 from alnvid.runs import fold_folder, run_checkpoints
 from alnvid.train import (
+    VIDEO_COLUMNS,
     Hardware,
     build_datamodule,
     check_inputs,
@@ -44,6 +46,7 @@ from alnvid.train import (
     prediction_auc,
     read_predictions,
     resolve_auto,
+    video_predictions_path,
 )
 from alnvid.utils import atomic_write_csv, atomic_write_text, quiet_libraries
 
@@ -204,6 +207,17 @@ def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], proc
                           fix="read the end of that log; rerun the same command to resume (finished folds are kept).")
 
 
+def _collect_videos(out: Path, summaries: dict, split: str, targets: dict) -> None:
+    """Write each `targets` file's per-video twin (`video_predictions_path`) from the folds' per-video predictions
+    of `split`, e.g. the ensemble's mean per manifest line; nothing where a fold predates those files."""
+    paths = [video_predictions_path(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
+    if not all(path.is_file() for path in paths):
+        return
+    tables = [read_predictions(path) for path in paths]
+    for target, combine in targets.items():
+        atomic_write_csv(combine(tables), video_predictions_path(out / target))
+
+
 def explain_test_model(result: CVResult, config: RunConfig) -> None:
     """Grad-CAM of the test sets' telling cases with the run's test model (the best fold, or the fold ensemble:
     the mean of the folds' heatmaps), into <cv folder>/gradcam/.
@@ -224,14 +238,22 @@ def explain_test_model(result: CVResult, config: RunConfig) -> None:
 
 def _with_test_probabilities(rows: pd.DataFrame, predictions: Path | None) -> pd.DataFrame:
     """The split's rows with the run's own test probabilities as `prob`, so that the Grad-CAM export need not
-    predict every video again. Only where each patient has one video: a patient's probability is the mean of
-    its videos', which ranks videos no more."""
-    if predictions is None or not predictions.is_file() or rows["patient_id"].duplicated().any():
+    predict every video again: each video's from the per-video file beside `predictions`, else, where each
+    patient has one video, the patient's. Rows stay without `prob` (to be predicted) where neither covers them."""
+    if predictions is None:
         return rows
-    probs = pd.read_csv(predictions, dtype={"patient_id": str}).set_index("patient_id")["prob"]
-    if not rows["patient_id"].isin(probs.index).all():
+    videos = video_predictions_path(predictions)
+    if videos.is_file():
+        probs = read_predictions(videos).set_index("line")["prob"]
+        key = rows["line"]
+    elif predictions.is_file() and not rows["patient_id"].duplicated().any():
+        probs = read_predictions(predictions).set_index("patient_id")["prob"]
+        key = rows["patient_id"].astype(str)
+    else:
         return rows
-    return rows.assign(prob=rows["patient_id"].map(probs).to_numpy())
+    if not key.isin(probs.index).all():
+        return rows
+    return rows.assign(prob=key.map(probs).to_numpy())
 
 
 OOF_NOTES = {
@@ -292,6 +314,8 @@ def collect_cv(out: str | Path, test_model: str | None = None) -> CVResult:
     model = summaries[best_fold]["model"]
     predictions = {oof_split: "oof_predictions.csv"}
     atomic_write_csv(oof.assign(split=oof_split), out / "oof_predictions.csv")
+    _collect_videos(out, summaries, "val", {"oof_predictions.csv": lambda tables: pd.concat(
+        [table.assign(fold=k) for k, table in zip(summaries, tables)]).assign(split=oof_split)})
     test_splits = [s for s in summaries[best_fold]["predictions"] if s != "val"]
     test_auc, ensemble_auc, ensemble = {}, {}, {}
     for split in test_splits:
@@ -301,6 +325,11 @@ def collect_cv(out: str | Path, test_model: str | None = None) -> CVResult:
         mean = pd.concat(per_fold).groupby("patient_id", sort=False).agg(
             label=("label", "first"), prob=("prob", "mean"), split=("split", "first")).reset_index()
         atomic_write_csv(mean, out / "ensemble" / f"predictions_{split}.csv")
+        _collect_videos(out, summaries, split, {
+            f"predictions_{split}.csv": lambda tables: tables[list(summaries).index(best_fold)],
+            f"ensemble/predictions_{split}.csv": lambda tables: pd.concat(tables).groupby("line", sort=False).agg(
+                patient_id=("patient_id", "first"), label=("label", "first"), prob=("prob", "mean"),
+                split=("split", "first")).reset_index()[list(VIDEO_COLUMNS)]})
         ensemble[split] = f"ensemble/predictions_{split}.csv"
         predictions[split] = ensemble[split] if test_model == "ensemble" else f"predictions_{split}.csv"
         test_auc[split] = prediction_auc(best)

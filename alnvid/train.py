@@ -3,7 +3,8 @@
 Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (the selected model: best
 per-patient validation AUROC, or the last epoch with `trainer.selection='last'`) and checkpoints/last.ckpt,
 epochs.csv (per-epoch metrics; validation AUROC and its CIs per patient), predictions_<split>.csv for validation
-and every test split (patient_id, label, prob), curves.png (loss and accuracy per epoch, train vs validation),
+and every test split (patient_id, label, prob; the mean over a patient's videos) with
+predictions_<split>_videos.csv beside each (one row per manifest line: patient_id, line, label, prob), curves.png (loss and accuracy per epoch, train vs validation),
 gradcam/<split>/ (heatmaps of the most confident cases and the errors), summary.json and, with
 `trainer.loggers`, logs/<logger>/. Every file is written atomically; `resume=True` continues from last.ckpt
 after a crash, with the same result-changing settings only.
@@ -350,7 +351,8 @@ def selection_callbacks(config: RunConfig, folder: Path) -> list[L.Callback]:
 
 
 def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: CohortDataModule, out: Path) -> dict[str, Path]:
-    """Write predictions_<split>.csv (one row per patient: mean probability of its videos) for val and tests.
+    """Write predictions_<split>.csv (one row per patient: mean probability of its videos) for val and tests, and
+    predictions_<split>_videos.csv (one row per video, by manifest line) beside each.
 
     Under DDP every process predicts a shard: the rows are gathered, the first process writes them, and the
     others wait until the files are there.
@@ -361,10 +363,21 @@ def predict_splits(trainer: L.Trainer, module: ALNClassifier, datamodule: Cohort
         rows = gather_rows([row for batch in batches for row in batch], key=lambda row: row["line"])
         path = out / f"predictions_{split}.csv"
         if is_global_zero():
-            atomic_write_csv(patient_level(pd.DataFrame(rows)).assign(split=split), path)
+            videos = pd.DataFrame(rows, columns=list(VIDEO_COLUMNS[:-1])).assign(split=split)
+            atomic_write_csv(videos, video_predictions_path(path))
+            atomic_write_csv(patient_level(videos).assign(split=split), path)
         written[split] = path
     trainer.strategy.barrier("predictions written")
     return written
+
+
+VIDEO_COLUMNS = ("patient_id", "line", "label", "prob", "split")
+"""A per-video predictions file's columns; `line` is the video's line in the manifest."""
+
+
+def video_predictions_path(patient_predictions: Path) -> Path:
+    """The per-video file beside a per-patient predictions_<split>.csv: predictions_<split>_videos.csv."""
+    return patient_predictions.with_name(f"{patient_predictions.stem}_videos.csv")
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

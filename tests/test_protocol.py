@@ -191,6 +191,57 @@ def test_cv_layout_and_ensemble(runs):
     assert np.allclose(ensemble["prob"], (folds[0]["prob"] + folds[1]["prob"]).loc[ensemble.index] / 2)
 
 
+def test_runs_write_per_video_predictions_beside_per_patient_ones(runs, tiny_cohort):
+    """Every fold writes one row per manifest line beside each per-patient file, which is its patient mean; the cv
+    folder gathers them: out of fold, the best fold's and the ensemble's (per-line mean over the folds). Each
+    video's probability is the one `predict` gives that file."""
+    from alnvid.models.trained import load_trained, predict_file
+
+    manifest = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
+    manifest["line"] = manifest.index + 2
+    cv = runs / "tin-cv"
+    summary = json.loads((cv / "cv_summary.json").read_text())
+    folds = {}
+    for k in (0, 1):
+        for split in ("val", "test_a", "test_b"):
+            videos = pd.read_csv(cv / f"fold_{k}" / f"predictions_{split}_videos.csv", dtype={"patient_id": str})
+            patients = pd.read_csv(cv / f"fold_{k}" / f"predictions_{split}.csv", dtype={"patient_id": str})
+            assert list(videos.columns) == ["patient_id", "line", "label", "prob", "split"]
+            assert np.allclose(videos.groupby("patient_id")["prob"].mean().loc[patients["patient_id"]],
+                               patients["prob"])
+            folds[k, split] = videos.set_index("line")
+    test_a = manifest[manifest["split"] == "test_a"]
+    assert sorted(folds[0, "test_a"].index) == sorted(test_a["line"])
+    row = test_a.iloc[0]
+    model = load_trained(cv / "fold_0" / "checkpoints" / "best.ckpt")
+    assert predict_file(model, tiny_cohort.parent / row["path"]).prob == pytest.approx(
+        folds[0, "test_a"].loc[row["line"], "prob"], abs=1e-5)
+
+    oof = pd.read_csv(cv / "oof_predictions_videos.csv").set_index("line")
+    assert sorted(oof.index) == sorted(manifest.loc[manifest["split"] == "train", "line"])
+    assert np.allclose(oof["prob"], pd.concat([folds[0, "val"], folds[1, "val"]])["prob"].loc[oof.index])
+    best = pd.read_csv(cv / "predictions_test_b_videos.csv").set_index("line")
+    assert np.allclose(best["prob"], folds[summary["best_fold"], "test_b"]["prob"].loc[best.index])
+    ensemble = pd.read_csv(cv / "ensemble" / "predictions_test_b_videos.csv").set_index("line")
+    mean = (folds[0, "test_b"]["prob"] + folds[1, "test_b"]["prob"]) / 2
+    assert np.allclose(ensemble["prob"], mean.loc[ensemble.index])
+
+
+def test_gradcam_export_takes_each_videos_own_probability(tmp_path):
+    """Two videos of one patient get their own probabilities from the per-video file, not the patient's mean;
+    without that file, only one-video patients can take the patient's."""
+    from alnvid.cv import _with_test_probabilities
+
+    rows = pd.DataFrame({"patient_id": ["A", "A", "B"], "line": [2, 3, 4], "label": [1, 1, 0]})
+    patients = tmp_path / "predictions_test_a.csv"
+    pd.DataFrame({"patient_id": ["A", "B"], "label": [1, 0], "prob": [0.5, 0.2]}).to_csv(patients, index=False)
+    assert "prob" not in _with_test_probabilities(rows, patients).columns
+    assert list(_with_test_probabilities(rows.iloc[2:], patients)["prob"]) == [0.2]
+    pd.DataFrame({"patient_id": ["A", "A", "B"], "line": [2, 3, 4], "label": [1, 1, 0],
+                  "prob": [0.9, 0.1, 0.2]}).to_csv(tmp_path / "predictions_test_a_videos.csv", index=False)
+    assert list(_with_test_probabilities(rows, patients)["prob"]) == [0.9, 0.1, 0.2]
+
+
 def test_cv_test_model_ensemble_is_what_comparisons_and_reports_use(runs, tmp_path):
     cv = tmp_path / "tin-cv"  # the folds' results without their checkpoints
     shutil.copytree(runs / "tin-cv", cv, ignore=shutil.ignore_patterns("checkpoints", "gradcam", "logs"))
