@@ -204,10 +204,9 @@ def explain_file(
     video = load_input(model, path, box=box, cache=cache)
     cam = explain_video(model, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
                         target_class=target_class)
-    single = isinstance(model, TrainedModel)
-    if single and model.spec.input_kind == "clip" and len(cam.logits) == 1:  # the explained clip: `predict`'s
-        prob = float(torch.from_numpy(cam.logits[0]).softmax(-1)[1])
-    else:
+    if model.spec.input_kind == "clip" and not multi_clip and target_class == 1:
+        prob = cam.prob  # of the evaluation views it explained, as `predict` averages them (members included)
+    else:  # a static model is explained on every frame of the clip, and multi-clip on windows over the loop
         prob = float(model.class_probabilities(prepare_input(model, video)[0])[0, 1])
     geometry = InputGeometry(video.box, data.resize, data.crop_size, model.input_size)
     keyframes = select_keyframes(cam.heat, cam.frame_indices, top_k=top_k, frame_time_ms=video.frame_time_ms)
