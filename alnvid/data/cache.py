@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import sys
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -142,8 +143,12 @@ class PreprocessCache:
         if parallel:
             # Forked, as PyTorch's DataLoader workers are on Linux: spawned workers would re-run a caller's script
             # that lacks an `if __name__ == "__main__"` guard. The workers touch neither torch nor CUDA.
+            # Python 3.12+ warns at each fork of a process that has threads (torch's pool). The decoders are forked
+            # as DataLoader's workers are, so the warning, once per worker, is silenced here.
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+            with warnings.catch_warnings(), ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+                warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\) may lead to deadlocks",
+                                        category=DeprecationWarning)
                 jobs = {pool.submit(_decode_into, self, file, box): file for file, box in missing}
                 for done, job in enumerate(as_completed(jobs), start=1):
                     self.decoded += job.result()

@@ -106,10 +106,10 @@ def explain_video(model: TrainedModel | ModelEnsemble, video: Preprocessed, *, m
     member counts alike), put back on a 0-1 scale; its probabilities are the members' means.
 
     Default: the clips the model scores at evaluation (TSN sampling over the loop; `eval_clips` interleaved clips
-    for a video model; with `eval_flip` each also mirrored, its maps mirrored back), one heatmap per sampled
-    frame. ``multi_clip``: windows of T consecutive frames with stride T/2 cover the whole loop. Where several clips hold a frame, their raw maps are averaged per original frame and
-    normalised over the loop, so every explained frame gets a heatmap on one common scale. Static models are run
-    on every frame of the clip as a batch.
+    for a video model; with `eval_flip` each also mirrored, its maps mirrored back), one heatmap per sampled frame.
+    ``multi_clip``: windows of T consecutive frames with stride T/2 cover the whole loop. Where several clips hold a
+    frame, their raw maps are averaged per original frame and normalised over the loop, so every explained frame
+    gets a heatmap on one common scale. Static models are run on every frame of the clip as a batch.
     """
     if isinstance(model, ModelEnsemble):
         return _ensemble_cam([explain_video(m, video, multi_clip=multi_clip, per_clip_weights=per_clip_weights,
