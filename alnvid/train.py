@@ -1,13 +1,13 @@
 """`fit`: train one model on a cohort and leave a complete, resumable run folder.
 
-Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (the selected model: best per-
-patient validation AUROC, or the last epoch with `trainer.selection='last'`) and checkpoints/last.ckpt, epochs.csv
-(per-epoch metrics; validation AUROC and its CIs per patient), predictions_<split>.csv for validation and every
-test split (patient_id, label, prob; the mean over a patient's videos) with predictions_<split>_videos.csv beside
-each (one row per manifest line: patient_id, line, label, prob), curves.png (loss and accuracy per epoch, train vs
-validation), gradcam/<split>/ (heatmaps of the most confident cases and the errors), summary.json and, with
-`trainer.loggers`, logs/<logger>/. Every file is written atomically; `resume=True` continues from last.ckpt after
-a crash, with the same result-changing settings only.
+Run folder: config.yaml (resolved settings), provenance.json, checkpoints/best.ckpt (the selected model: best
+per-patient validation AUROC, or the last epoch with `trainer.selection='last'`) and checkpoints/last.ckpt,
+epochs.csv (per-epoch metrics; validation AUROC and its CIs per patient), predictions_<split>.csv for validation
+and every test split (patient_id, label, prob; the mean over a patient's videos) with
+predictions_<split>_videos.csv beside each (one row per manifest line: patient_id, line, label, prob), curves.png
+(loss and accuracy per epoch, train vs validation), gradcam/<split>/ (heatmaps of the most confident cases and the
+errors), summary.json and, with `trainer.loggers`, logs/<logger>/. Every file is written atomically; `resume=True`
+continues from last.ckpt after a crash, with the same result-changing settings only.
 
 With several devices (Lightning's DDP, each device a process running this code) every process evaluates a
 shard; the predictions are gathered (`alnvid.models.module.gather_rows`) so scores, checkpoint selection
