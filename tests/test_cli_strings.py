@@ -108,3 +108,33 @@ def test_every_named_command_and_option_exists():
     assert any("alnvid cohort check" in t for _, t in texts)  # the scan sees the messages
     problems = _problems()
     assert not problems, "\n".join(problems)
+
+
+def test_fit_and_cv_take_every_shared_training_option_and_pass_it_on(monkeypatch):
+    """`with_training_options` gives both commands each TRAINING_OPTIONS option; a value given on the command line
+    reaches the command's `training` dict, and options not given arrive as their defaults."""
+    from typer.testing import CliRunner
+
+    from alnvid.cli.train import TRAINING_OPTIONS
+
+    root = typer.main.get_command(app)
+    shared = {name for _, option in TRAINING_OPTIONS.values()
+              for declaration in option.param_decls for name in declaration.split("/")}
+    assert shared <= _options(root.commands["fit"]) and shared <= _options(root.commands["cv"])
+    seen = {}
+
+    def stop(config, fast_settings, overrides):
+        seen.update(config=config, fast=fast_settings, overrides=overrides)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("alnvid.config.resolve_config", stop)
+    for command in ("fit", "cv"):
+        seen.clear()
+        result = CliRunner().invoke(app, [command, "--data", "cohort.csv", "--frames", "8", "--eval-flip",
+                                          "--logger", "csv", "--seed", "3", "--out", "run"])
+        assert result.exit_code == 0, result.output
+        assert seen["config"] is None and seen["fast"] is False
+        assert {k: seen["overrides"][k] for k in ("data.manifest", "data.frames", "data.eval_flip", "trainer.loggers",
+                                                   "data.seed", "trainer.seed", "out", "optim.lr")} == {
+            "data.manifest": "cohort.csv", "data.frames": 8, "data.eval_flip": True, "trainer.loggers": "csv",
+            "data.seed": 3, "trainer.seed": 3, "out": "run", "optim.lr": None}

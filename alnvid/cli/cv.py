@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
 from alnvid.cli._common import console, print_json, progress_bar, user_errors
-from alnvid.cli.train import TRAINING_OPTIONS, describe_runtime, print_comparisons, training_overrides
+from alnvid.cli.train import describe_runtime, print_comparisons, training_overrides, with_training_options
 from alnvid.errors import AlnvidError
 
 
 @user_errors
+@with_training_options
 def cv(
-    data: Optional[Path] = TRAINING_OPTIONS["data"],
-    model: Optional[str] = TRAINING_OPTIONS["model"],
+    training: dict[str, Any],
     folds: int = typer.Option(5, "--folds", help="Number of folds (grouped by patient, stratified by label)."),
     fold: Optional[int] = typer.Option(None, "--fold", help="Run only this fold (0-based), e.g. one per GPU or "
                                        "cluster job; assemble afterwards with --collect."),
@@ -31,38 +31,6 @@ def cv(
                                              "written and printed. Default best_fold; with --collect, the run's."),
     out: Optional[Path] = typer.Option(None, "--out", help="CV folder: fold_<k>/ runs, out-of-fold and test "
                                        "predictions, cv_summary.json. Default runs/<model>-cv."),
-    frames: Optional[int] = TRAINING_OPTIONS["frames"],
-    batch_size: Optional[int] = TRAINING_OPTIONS["batch_size"],
-    epochs: Optional[int] = TRAINING_OPTIONS["epochs"],
-    lr: Optional[float] = TRAINING_OPTIONS["lr"],
-    weight_decay: Optional[float] = TRAINING_OPTIONS["weight_decay"],
-    schedule: Optional[str] = TRAINING_OPTIONS["schedule"],
-    precision: Optional[str] = TRAINING_OPTIONS["precision"],
-    accelerator: Optional[str] = TRAINING_OPTIONS["accelerator"],
-    devices: Optional[str] = TRAINING_OPTIONS["devices"],
-    strategy: Optional[str] = TRAINING_OPTIONS["strategy"],
-    logger: Optional[list[str]] = TRAINING_OPTIONS["logger"],
-    workers: Optional[int] = TRAINING_OPTIONS["workers"],
-    augment_on: Optional[str] = TRAINING_OPTIONS["augment_on"],
-    cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
-    seed: Optional[int] = TRAINING_OPTIONS["seed"],
-    weights: Optional[str] = TRAINING_OPTIONS["weights"],
-    channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
-    input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
-    consensus: Optional[str] = TRAINING_OPTIONS["consensus"],
-    intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
-    zoom: Optional[float] = TRAINING_OPTIONS["zoom"],
-    patience: Optional[int] = TRAINING_OPTIONS["patience"],
-    checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
-    selection: Optional[str] = TRAINING_OPTIONS["selection"],
-    val_every: Optional[int] = TRAINING_OPTIONS["val_every"],
-    eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
-    eval_flip: Optional[bool] = TRAINING_OPTIONS["eval_flip"],
-    still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
-    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
-    config: Optional[Path] = TRAINING_OPTIONS["config"],
-    fast: bool = TRAINING_OPTIONS["fast"],
-    compare_to: Optional[str] = TRAINING_OPTIONS["compare_to"],
     json_output: bool = typer.Option(False, "--json", help="Print the CV summary as JSON."),
 ) -> None:
     """Cross-validate a model; the best fold (by validation AUC) and the fold ensemble are evaluated on every test
@@ -74,8 +42,8 @@ def cv(
     if collect is not None:
         result = collect_cv(collect, test_model=test_model)
     else:
-        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(locals()).items()}
-        settings = resolve_config(config, fast_settings=fast, overrides=training_overrides(**options))
+        settings = resolve_config(training["config"], fast_settings=training["fast"],
+                                  overrides=training_overrides(**training, out=out, test_model=test_model))
         if not settings.data.manifest:
             raise AlnvidError("no cohort given", fix="pass --data manifest.csv.")
         if out is None:
@@ -89,7 +57,7 @@ def cv(
 
         with progress_bar("Caching videos", enabled=not json_output and is_global_zero()) as update:
             result = run_cv(settings, folds, only_fold=fold, progress=update, on_fold_start=announce,
-                            compare_to=compare_to, parallel_folds=parallel_folds)
+                            compare_to=training["compare_to"], parallel_folds=parallel_folds)
         if not is_global_zero():
             return  # the other processes of a multi-device run: the first one reports
         if result is None:

@@ -1,88 +1,143 @@
 """`alnvid fit` and `alnvid predict`."""
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from typer.models import OptionInfo
 
 from alnvid.cli._common import CHECKPOINT_HELP, console, load_checkpoints, print_json, progress_bar, user_errors
 from alnvid.errors import AlnvidError
 
-TRAINING_OPTIONS = {
-    "data": typer.Option(None, "--data", help="Cohort manifest CSV (patient_id, path, label[, split, site, ...])."),
-    "model": typer.Option(None, "--model", help="Backbone: tin, r2plus1d, resnet3d, r2plus1d_18, r3d_18, tsm, "
-                          "resnet50, inception_v3, vgg19, vgg19_bn (see `alnvid models`). Default tin."),
-    "frames": typer.Option(None, "--frames", help="Clip length T, frames sampled over the whole loop. Default 16."),
-    "batch_size": typer.Option(None, "--batch-size", help="Clips (or images) per batch. Default 4."),
-    "epochs": typer.Option(None, "--epochs", help="Training epochs. Default 300 (the study)."),
-    "lr": typer.Option(None, "--lr", help="Adam learning rate. Default 1e-4 (the study)."),
-    "weight_decay": typer.Option(None, "--weight-decay", help="Adam weight decay. Default 0."),
-    "schedule": typer.Option(None, "--schedule", help="Learning-rate schedule: none (the study) or cosine."),
-    "precision": typer.Option(None, "--precision", help="auto (default: bf16-mixed on a GPU, 32-true on the CPU), "
-                              "32-true, bf16-mixed or 16-mixed."),
-    "accelerator": typer.Option(None, "--accelerator", help="auto (GPU when present, default), gpu or cpu."),
-    "devices": typer.Option(None, "--devices", help="Devices per run: 1 (default), a count (2) or a list (0,1). "
-                           "Several train with DDP (batch size per device); results equal one device's. Folds can "
-                           "also run as separate jobs with `alnvid cv --fold K`."),
-    "strategy": typer.Option(None, "--strategy", help="Lightning strategy for several devices: auto (default, = "
-                             "ddp) or a ddp variant such as ddp_find_unused_parameters_true; spawn-based ones are "
-                             "refused."),
-    "logger": typer.Option(None, "--logger", help="Experiment logger under <out>/logs/: csv, tensorboard or mlflow "
-                           "(mlflow needs `pip install mlflow`); repeat the option or give a comma list. "
-                           "Default none (epochs.csv is always written)."),
-    "workers": typer.Option(None, "--workers", help="DataLoader worker processes. Default: min(8, cores) with a "
-                            "GPU, min(2, cores) on the CPU."),
-    "augment_on": typer.Option(None, "--augment-on", help="Where training clips are augmented (flip, elastic, "
-                               "crop): auto (default: gpu when training on a GPU, else cpu), cpu (albumentations in "
-                               "the loader workers) or gpu (torch, on the training device after each batch's "
-                               "transfer; runs on a CPU too). The two draw different augmentations."),
-    "cache_dir": typer.Option(None, "--cache-dir", help="Where decoded, cropped frames are cached. "
-                              "Default .alnvid-cache."),
-    "seed": typer.Option(None, "--seed", help="Seed for splits, sampling, augmentation and initialisation. Default 0."),
-    "weights": typer.Option(None, "--weights", help="Local weights file to start from (no downloads). "
-                            "Default: random initialisation, as in the study."),
-    "channels_last": typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format "
-                                  "(channels_last_3d for 3D CNNs). Default: on with a GPU, off on the CPU."),
-    "intensity": typer.Option(None, "--intensity", help="Training: random brightness (± this fraction of white) and "
-                              "contrast (x 1 ± this) per clip, as another scanner gain shows the same tissue. "
-                              "Default 0 (off, the study); the CPU demo uses 0.2."),
-    "zoom": typer.Option(None, "--zoom", help="Training: a random zoom per clip, the crop's side x (1 ± this) "
-                         "resized to the crop, as another depth setting shows the same anatomy larger or smaller. "
-                         "Default 0 (off, the study)."),
-    "input_norm": typer.Option(None, "--input-norm", help="none (default: pixels 0-1, the study) or clip (each clip "
-                               "or image standardised over its own pixels first, so another scanner's gain and "
-                               "dynamic range do not shift predictions)."),
-    "consensus": typer.Option(None, "--consensus", help="TIN and TSM: how per-frame logits become the clip's: mean "
-                              "(default: TSN's average, the study) or max (the clip takes its most positive frame's "
-                              "logits: multiple-instance learning, for evidence seen in part of the sweep)."),
-    "patience": typer.Option(None, "--patience", help="Stop after this many validations (epochs, unless "
-                             "--val-every) without a better per-patient validation AUC."),
-    "checkpoint_every": typer.Option(None, "--checkpoint-every", help="Seconds between saves of last.ckpt (weights "
-                                     "and optimizer, for --resume); it is always saved after the final epoch. "
-                                     "0 saves every epoch. Default 60."),
-    "selection": typer.Option(None, "--selection", help="Model kept as best.ckpt: best (epoch of best per-patient "
-                              "validation AUC, the study; validation/out-of-fold AUC then optimistic) or last (the "
-                              "final epoch of a count fixed beforehand; unbiased). Default best."),
-    "val_every": typer.Option(None, "--val-every", help="Validate every N epochs and after the last one (with "
-                              "--selection last the kept model is the same, and validation's cost is saved). "
-                              "Default 1."),
-    "eval_clips": typer.Option(None, "--eval-clips", help="Video models: score each video as the mean over K TSN "
-                               "clips spread over the loop (validation, test, predict, explain). Default 1."),
-    "eval_flip": typer.Option(None, "--eval-flip/--no-eval-flip", help="Evaluation: also score each clip or "
-                              "image mirrored left-right and average the two (test-time augmentation, twice the "
-                              "evaluation cost). Default off."),
-    "still_frames": typer.Option(None, "--still-frames", help="Static models without still images: middle frame, "
-                                 "or all (T frames, averaged per video at evaluation)."),
-    "allow_modality": typer.Option(None, "--allow-modality", help="Also read DICOMs of this modality (e.g. CT); "
-                                   "repeat for several. Default: ultrasound (US) only, anything else is refused."),
-    "config": typer.Option(None, "--config", help="YAML file with any of these settings (sections data, model, "
-                           "optim, trainer); command-line options win."),
-    "fast": typer.Option(False, "--fast", help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 epochs."),
-    "compare_to": typer.Option(None, "--compare-to", help="Compare the (best) model's test predictions with this "
-                               "reference by DeLong's paired test, into comparison_<split>.json: a run folder, a "
-                               "predictions CSV, or 'readers' (the manifest's reader_<name> columns)."),
+def _option(kind: Any, *declarations: str, help: str, default: Any = None) -> tuple[Any, OptionInfo]:
+    return kind, typer.Option(default, *declarations, help=help)
+
+
+TRAINING_OPTIONS: dict[str, tuple[Any, OptionInfo]] = {
+    "data": _option(Optional[Path], "--data", help="Cohort manifest CSV (patient_id, path, label[, split, site, "
+                                                   "...])."),
+    "model": _option(Optional[str], "--model", help="Backbone: tin, r2plus1d, resnet3d, r2plus1d_18, r3d_18, tsm, "
+                                                    "resnet50, inception_v3, vgg19, vgg19_bn (see `alnvid models`). "
+                                                    "Default tin."),
+    "frames": _option(Optional[int], "--frames", help="Clip length T, frames sampled over the whole loop. Default "
+                                                      "16."),
+    "batch_size": _option(Optional[int], "--batch-size", help="Clips (or images) per batch. Default 4."),
+    "epochs": _option(Optional[int], "--epochs", help="Training epochs. Default 300 (the study)."),
+    "lr": _option(Optional[float], "--lr", help="Adam learning rate. Default 1e-4 (the study)."),
+    "weight_decay": _option(Optional[float], "--weight-decay", help="Adam weight decay. Default 0."),
+    "schedule": _option(Optional[str], "--schedule", help="Learning-rate schedule: none (the study) or cosine."),
+    "precision": _option(Optional[str], "--precision", help="auto (default: bf16-mixed on a GPU, 32-true on the "
+                                                            "CPU), 32-true, bf16-mixed or 16-mixed."),
+    "accelerator": _option(Optional[str], "--accelerator", help="auto (GPU when present, default), gpu or cpu."),
+    "devices": _option(Optional[str], "--devices", help="Devices per run: 1 (default), a count (2) or a list (0,1). "
+                                                        "Several train with DDP (batch size per device); results "
+                                                        "equal one device's. Folds can also run as separate jobs "
+                                                        "with `alnvid cv --fold K`."),
+    "strategy": _option(Optional[str], "--strategy", help="Lightning strategy for several devices: auto (default, = "
+                                                          "ddp) or a ddp variant such as "
+                                                          "ddp_find_unused_parameters_true; spawn-based ones are "
+                                                          "refused."),
+    "logger": _option(Optional[list[str]], "--logger", help="Experiment logger under <out>/logs/: csv, tensorboard "
+                                                            "or mlflow (mlflow needs `pip install mlflow`); repeat "
+                                                            "the option or give a comma list. Default none "
+                                                            "(epochs.csv is always written)."),
+    "workers": _option(Optional[int], "--workers", help="DataLoader worker processes. Default: min(8, cores) with a "
+                                                        "GPU, min(2, cores) on the CPU."),
+    "augment_on": _option(Optional[str], "--augment-on", help="Where training clips are augmented (flip, elastic, "
+                                                              "crop): auto (default: gpu when training on a GPU, "
+                                                              "else cpu), cpu (albumentations in the loader workers)"
+                                                              " or gpu (torch, on the training device after each "
+                                                              "batch's transfer; runs on a CPU too). The two draw "
+                                                              "different augmentations."),
+    "cache_dir": _option(Optional[str], "--cache-dir", help="Where decoded, cropped frames are cached. Default "
+                                                            ".alnvid-cache."),
+    "seed": _option(Optional[int], "--seed", help="Seed for splits, sampling, augmentation and initialisation. "
+                                                  "Default 0."),
+    "weights": _option(Optional[str], "--weights", help="Local weights file to start from (no downloads). Default: "
+                                                        "random initialisation, as in the study."),
+    "channels_last": _option(Optional[bool], "--channels-last/--no-channels-last", help="channels_last memory format"
+                                                                                        " (channels_last_3d for 3D "
+                                                                                        "CNNs). Default: on with a "
+                                                                                        "GPU, off on the CPU."),
+    "intensity": _option(Optional[float], "--intensity", help="Training: random brightness (± this fraction of "
+                                                              "white) and contrast (x 1 ± this) per clip, as another"
+                                                              " scanner gain shows the same tissue. Default 0 (off, "
+                                                              "the study); the CPU demo uses 0.2."),
+    "zoom": _option(Optional[float], "--zoom", help="Training: a random zoom per clip, the crop's side x (1 ± this) "
+                                                    "resized to the crop, as another depth setting shows the same "
+                                                    "anatomy larger or smaller. Default 0 (off, the study)."),
+    "input_norm": _option(Optional[str], "--input-norm", help="none (default: pixels 0-1, the study) or clip (each "
+                                                              "clip or image standardised over its own pixels first,"
+                                                              " so another scanner's gain and dynamic range do not "
+                                                              "shift predictions)."),
+    "consensus": _option(Optional[str], "--consensus", help="TIN and TSM: how per-frame logits become the clip's: "
+                                                            "mean (default: TSN's average, the study) or max (the "
+                                                            "clip takes its most positive frame's logits: "
+                                                            "multiple-instance learning, for evidence seen in part "
+                                                            "of the sweep)."),
+    "patience": _option(Optional[int], "--patience", help="Stop after this many validations (epochs, unless "
+                                                          "--val-every) without a better per-patient validation AUC."),
+    "checkpoint_every": _option(Optional[float], "--checkpoint-every", help="Seconds between saves of last.ckpt "
+                                                                            "(weights and optimizer, for --resume); "
+                                                                            "it is always saved after the final "
+                                                                            "epoch. 0 saves every epoch. Default 60."),
+    "selection": _option(Optional[str], "--selection", help="Model kept as best.ckpt: best (epoch of best "
+                                                            "per-patient validation AUC, the study; "
+                                                            "validation/out-of-fold AUC then optimistic) or last "
+                                                            "(the final epoch of a count fixed beforehand; "
+                                                            "unbiased). Default best."),
+    "val_every": _option(Optional[int], "--val-every", help="Validate every N epochs and after the last one (with "
+                                                            "--selection last the kept model is the same, and "
+                                                            "validation's cost is saved). Default 1."),
+    "eval_clips": _option(Optional[int], "--eval-clips", help="Video models: score each video as the mean over K TSN"
+                                                              " clips spread over the loop (validation, test, "
+                                                              "predict, explain). Default 1."),
+    "eval_flip": _option(Optional[bool], "--eval-flip/--no-eval-flip", help="Evaluation: also score each clip or "
+                                                                            "image mirrored left-right and average "
+                                                                            "the two (test-time augmentation, twice "
+                                                                            "the evaluation cost). Default off."),
+    "still_frames": _option(Optional[str], "--still-frames", help="Static models without still images: middle frame,"
+                                                                  " or all (T frames, averaged per video at "
+                                                                  "evaluation)."),
+    "allow_modality": _option(Optional[list[str]], "--allow-modality", help="Also read DICOMs of this modality (e.g."
+                                                                            " CT); repeat for several. Default: "
+                                                                            "ultrasound (US) only, anything else is "
+                                                                            "refused."),
+    "config": _option(Optional[Path], "--config", help="YAML file with any of these settings (sections data, model, "
+                                                       "optim, trainer); command-line options win."),
+    "fast": _option(bool, "--fast", default=False, help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 "
+                                                        "epochs."),
+    "compare_to": _option(Optional[str], "--compare-to", help="Compare the (best) model's test predictions with this"
+                                                              " reference by DeLong's paired test, into "
+                                                              "comparison_<split>.json: a run folder, a predictions "
+                                                              "CSV, or 'readers' (the manifest's reader_<name> "
+                                                              "columns)."),
 }
+
+"""The options `fit` and `cv` share: name -> (type, Typer option). `with_training_options` adds them to a command."""
+
+
+def with_training_options(command: Callable) -> Callable:
+    """Give a Typer command every `TRAINING_OPTIONS` option (--data and --model before its own options, the others
+    after them), and pass their values to it as one dict, `training` (name -> value, None where not given), so that
+    fit and cv declare the shared options once."""
+    own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "training"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+              for name, (kind, option) in TRAINING_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> Any:
+        training = {name: values.pop(name) for name in TRAINING_OPTIONS}
+        return command(training=training, **values)
+
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    wrapper.__signature__ = inspect.Signature(shared[:2] + own + shared[2:])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
 
 
 def describe_runtime(runtime: dict) -> str:
@@ -96,7 +151,7 @@ def describe_runtime(runtime: dict) -> str:
 
 
 def training_overrides(**options) -> dict:
-    """Map command-line options onto the configuration tree."""
+    """Map command-line options onto the configuration tree (paths as text, as the configuration keeps them)."""
     names = {"data": "data.manifest", "model": "model.name", "frames": "data.frames",
              "batch_size": "trainer.batch_size", "epochs": "trainer.epochs", "lr": "optim.lr",
              "weight_decay": "optim.weight_decay", "schedule": "optim.schedule", "precision": "trainer.precision",
@@ -110,7 +165,7 @@ def training_overrides(**options) -> dict:
              "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
              "consensus": "model.consensus",
              "intensity": "data.intensity", "zoom": "data.zoom", "test_model": "trainer.test_model"}
-    overrides = {names[k]: v for k, v in options.items() if k in names}
+    overrides = {names[k]: str(v) if isinstance(v, Path) else v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
     overrides["data.allow_modalities"] = list(options.get("allow_modality") or []) or None  # none given: keep
@@ -120,42 +175,11 @@ def training_overrides(**options) -> dict:
 
 
 @user_errors
+@with_training_options
 def fit(
-    data: Optional[Path] = TRAINING_OPTIONS["data"],
-    model: Optional[str] = TRAINING_OPTIONS["model"],
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints, metrics, predictions, plots."),
-    frames: Optional[int] = TRAINING_OPTIONS["frames"],
-    batch_size: Optional[int] = TRAINING_OPTIONS["batch_size"],
-    epochs: Optional[int] = TRAINING_OPTIONS["epochs"],
-    lr: Optional[float] = TRAINING_OPTIONS["lr"],
-    weight_decay: Optional[float] = TRAINING_OPTIONS["weight_decay"],
-    schedule: Optional[str] = TRAINING_OPTIONS["schedule"],
-    precision: Optional[str] = TRAINING_OPTIONS["precision"],
-    accelerator: Optional[str] = TRAINING_OPTIONS["accelerator"],
-    devices: Optional[str] = TRAINING_OPTIONS["devices"],
-    strategy: Optional[str] = TRAINING_OPTIONS["strategy"],
-    logger: Optional[list[str]] = TRAINING_OPTIONS["logger"],
-    workers: Optional[int] = TRAINING_OPTIONS["workers"],
-    augment_on: Optional[str] = TRAINING_OPTIONS["augment_on"],
-    cache_dir: Optional[str] = TRAINING_OPTIONS["cache_dir"],
-    seed: Optional[int] = TRAINING_OPTIONS["seed"],
-    weights: Optional[str] = TRAINING_OPTIONS["weights"],
-    channels_last: Optional[bool] = TRAINING_OPTIONS["channels_last"],
-    input_norm: Optional[str] = TRAINING_OPTIONS["input_norm"],
-    consensus: Optional[str] = TRAINING_OPTIONS["consensus"],
-    intensity: Optional[float] = TRAINING_OPTIONS["intensity"],
-    zoom: Optional[float] = TRAINING_OPTIONS["zoom"],
-    patience: Optional[int] = TRAINING_OPTIONS["patience"],
-    checkpoint_every: Optional[float] = TRAINING_OPTIONS["checkpoint_every"],
-    selection: Optional[str] = TRAINING_OPTIONS["selection"],
-    val_every: Optional[int] = TRAINING_OPTIONS["val_every"],
-    eval_clips: Optional[int] = TRAINING_OPTIONS["eval_clips"],
-    eval_flip: Optional[bool] = TRAINING_OPTIONS["eval_flip"],
-    still_frames: Optional[str] = TRAINING_OPTIONS["still_frames"],
-    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
-    config: Optional[Path] = TRAINING_OPTIONS["config"],
-    fast: bool = TRAINING_OPTIONS["fast"],
-    compare_to: Optional[str] = TRAINING_OPTIONS["compare_to"],
+    training: dict[str, Any],
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints, metrics, predictions, plots. "
+                                       "Default runs/<model>."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
@@ -168,16 +192,15 @@ def fit(
     from alnvid.train import fit as run_fit
     from alnvid.train import is_global_zero
 
-    options = dict(locals())
-    settings = resolve_config(config, fast_settings=fast, overrides=training_overrides(**{
-        k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}))
+    settings = resolve_config(training["config"], fast_settings=training["fast"],
+                              overrides=training_overrides(**training, out=out))
     if not settings.data.manifest:
         raise AlnvidError("no cohort given", fix="pass --data manifest.csv (or `alnvid demo-data` to make one).")
     if out is None:
         settings.out = f"runs/{settings.model.name}"
     settings.trainer.progress = not json_output
     with progress_bar("Caching videos", enabled=not json_output and is_global_zero()) as update:
-        result = run_fit(settings, resume=resume, progress=update, compare_to=compare_to)
+        result = run_fit(settings, resume=resume, progress=update, compare_to=training["compare_to"])
     if not is_global_zero():
         return  # the other processes of a multi-device run: the first one reports
     summary = {"out": str(result.out), "best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,
@@ -222,7 +245,7 @@ def predict(
                                              "--eval-clips)."),
     eval_flip: Optional[bool] = typer.Option(None, "--eval-flip/--no-eval-flip", help="Also score each clip or "
                                              "image mirrored and average the two. Default: the run's setting."),
-    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"],
+    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"][1],
     skip_errors: bool = typer.Option(False, "--skip-errors", help="Go on past unreadable or unsuitable files and "
                                      "list them (row, patient, reason) in <out>_errors.csv beside --out. Default: "
                                      "stop at the first, writing nothing."),

@@ -43,10 +43,10 @@ __all__ = ["ExportFormat", "ExportedModel", "export_model", "load_exported", "me
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 FORMAT_VERSION = 2
-"""The newest format this alnvid reads and writes; bump when the meaning of the input, output or metadata changes.
+"""The newest format this version reads and writes; bump when the meaning of the input, output or metadata changes.
 2: the file asks for evaluation that a reader of format 1 may not know (eval_clips > 1, eval_flip) and would
 otherwise score silently with one unmirrored clip. A file whose evaluation settings are the defaults is still
-written as format 1, which every alnvid reads."""
+written as format 1, which every version reads."""
 TORCHSCRIPT_METADATA = "alnvid.json"
 ONNX_OPSET = 17
 TOLERANCE = 1e-4
