@@ -1,17 +1,17 @@
 """k-fold cross-validation as in the study: folds grouped by patient and stratified by label, the best fold
 (by validation AUC) evaluated on every test split, plus the fold ensemble (mean probability of the k models).
 
-Layout of `out`: fold_<k>/ is a complete `alnvid fit` run folder per fold; oof_predictions.csv holds the
-out-of-fold validation predictions (split 'oof_selected' when each fold kept its best validation epoch, which
-makes them optimistic; 'oof' with `trainer.selection='last'`, an unbiased estimate); predictions_<split>.csv
-the best fold's test predictions; ensemble/predictions_<split>.csv the ensemble's (each with a per-video
-*_videos.csv beside it, where the folds wrote them); cv_summary.json ties them
-together and names the run's test model (`trainer.test_model`: the best fold, as in the study, or the ensemble),
-whose predictions comparisons and reports use. A fold whose summary.json exists is finished and never
-retrained, so an interrupted `cv` resumes where it stopped, and folds can run as separate jobs (`fold=K`) and be
-assembled later (`collect_cv`). With `parallel_folds=N`, N folds train at a time as separate processes on the
-same device (`python -m alnvid.cv`, one fold each, logs in logs/fold_<k>.log); each fold's result is the one it
-gets alone, as every fold is seeded on its own.
+Layout of `out`: fold_<k>/ is a complete `alnvid fit` run folder per fold; oof_predictions.csv holds the out-of-fold
+validation predictions (split 'oof_selected' when each fold kept its best validation epoch, which makes them
+optimistic; 'oof' with `trainer.selection='last'`, an unbiased estimate); predictions_<split>.csv the best fold's
+test predictions; ensemble/predictions_<split>.csv the ensemble's (each with a per-video *_videos.csv beside it,
+where the folds wrote them); cv_summary.json ties them together and names the run's test model
+(`trainer.test_model`: the best fold, as in the study, or the ensemble), whose predictions comparisons and reports
+use. A fold whose summary.json exists is finished and never retrained (its resume checkpoint, last.ckpt, is then
+removed), so an interrupted `cv` resumes where it stopped, and folds can run as separate jobs (`fold=K`) and be
+assembled later (`collect_cv`). With `parallel_folds=N`, N folds train at a time as separate processes on the same
+device (`python -m alnvid.cv`, one fold each, logs in logs/fold_<k>.log); each fold's result is the one it gets
+alone, as every fold is seeded on its own.
 """
 from __future__ import annotations
 
@@ -147,8 +147,11 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
             continue
         if on_fold_start:
             on_fold_start(fold, folds)
-        fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
-            extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
+        last = folder / "checkpoints" / "last.ckpt"
+        result = fit(fold_config, resume=last.is_file(), progress=progress,
+                     extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
+        if is_global_zero() and result.best_checkpoint.name != last.name:  # resume-only, and a finished fold
+            last.unlink(missing_ok=True)  # is never resumed: 3 times best.ckpt's size, freed
     if waiting:  # decode and check every file once here, before the fold processes start (and write anything)
         check_inputs(build_datamodule(config, manifest, progress), config)
         _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)

@@ -393,7 +393,13 @@ def test_a_copied_best_checkpoint_predicts_like_its_run(runs, tiny_cohort, tmp_p
     assert result.exit_code == 0, result.output
     assert [r["patient_id"] for r in json.loads(result.output)] == expected["patient_id"].tolist()
     assert np.allclose([r["prob"] for r in json.loads(result.output)], expected["prob"], atol=1e-5)
-    assert alone.stat().st_size < 0.4 * (fold / "checkpoints" / "last.ckpt").stat().st_size
+    assert "optimizer_states" not in torch.load(alone, map_location="cpu", weights_only=False)
+
+
+def test_cv_keeps_a_finished_folds_model_and_drops_its_resume_checkpoint(runs):
+    """A finished fold is never resumed, so its last.ckpt (weights and optimizer, three times best.ckpt) goes."""
+    for k in (0, 1):
+        assert sorted(p.name for p in (runs / "tin-cv" / f"fold_{k}" / "checkpoints").iterdir()) == ["best.ckpt"]
 
 
 def test_predict_new_unlabelled_cases_from_a_csv(runs, tiny_cohort, tmp_path):
