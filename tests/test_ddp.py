@@ -27,7 +27,7 @@ from alnvid.config import RunConfig
 from alnvid.data.manifest import load_manifest
 from alnvid.models import module as module_file
 from alnvid.models.module import ALNClassifier, gather_rows
-from alnvid.train import build_datamodule, predict_splits, read_predictions
+from alnvid.train import build_datamodule, predict_splits, read_predictions, video_predictions_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +95,10 @@ def test_ddp_predictions_and_scores_equal_one_device(ddp_run):
         assert ddp["patient_id"].tolist() == one["patient_id"].tolist(), split
         assert ddp["label"].tolist() == one["label"].tolist(), split
         assert np.allclose(ddp["prob"], one["prob"], atol=1e-6), split
+        ddp_videos, one_videos = (read_predictions(video_predictions_path(Path(path)))
+                                  for path in (out / f"predictions_{split}.csv", reference[split]))
+        assert ddp_videos["line"].tolist() == one_videos["line"].tolist() == manifest.rows(split)["line"].tolist()
+        assert np.allclose(ddp_videos["prob"], one_videos["prob"], atol=1e-6), split
     val_rows = manifest.rows("val")
     assert len(val_rows) == 7 and set(read_predictions(out / "predictions_val.csv")["patient_id"]) == \
         set(val_rows["patient_id"])
@@ -116,7 +120,8 @@ def test_ddp_run_writes_each_file_once(ddp_run):
     out, _ = ddp_run
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["checkpoints", "config.yaml", "curves.png", "epochs.csv", "predictions_test_a.csv",
-         "predictions_test_b.csv", "predictions_val.csv", "provenance.json", "summary.json"])
+         "predictions_test_a_videos.csv", "predictions_test_b.csv", "predictions_test_b_videos.csv",
+         "predictions_val.csv", "predictions_val_videos.csv", "provenance.json", "summary.json"])
     assert not list(out.rglob("*.tmp*"))
 
 
