@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import signal
 import threading
 import warnings
@@ -177,6 +178,7 @@ def fit(
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = build_module(config)
     module.test_split_names = datamodule.test_split_names
+    check_disk_space(out, module)
     best, *stopping = selection_callbacks(config, out / "checkpoints")
     callbacks = [best, *stopping, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
                  BootstrapAUC(n_boot=500), *(extra_callbacks or []), *([comparison] if comparison else [])]
@@ -288,6 +290,22 @@ def build_trainer(config: RunConfig, callbacks: list[L.Callback], loggers: list)
                           "cannot be gathered back into this run's results",
                           fix="use --strategy ddp (the default for several devices), or --devices 1.")
     return trainer
+
+
+CHECKPOINT_COPIES = 7
+"""A training run's checkpoints at their largest, in copies of the weights: best.ckpt (1), last.ckpt (the weights
+and Adam's two moments: 3) and the next last.ckpt, written beside it before it is replaced (3)."""
+
+
+def check_disk_space(out: Path, module: torch.nn.Module) -> None:
+    """Refuse to start a run whose checkpoints would not fit on the disk of `out`, rather than fail minutes in."""
+    weights = sum(p.numel() * p.element_size() for p in module.parameters())
+    folder = next(path for path in (out, *out.parents) if path.exists())
+    free, needed = shutil.disk_usage(folder).free, CHECKPOINT_COPIES * weights
+    if free < needed:
+        raise AlnvidError(f"{free / 1e9:.2f} GB are free on the disk of the run folder, and the run's checkpoints "
+                          f"need about {needed / 1e9:.2f} GB while it trains", path=folder,
+                          fix="free space on that disk, or give --out a folder on another one.")
 
 
 def check_inputs(datamodule: CohortDataModule, config: RunConfig) -> None:

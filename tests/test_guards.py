@@ -193,6 +193,18 @@ def test_fit_refuses_a_single_frame_before_writing(tiny_cohort, tmp_path):
     assert nothing_in(tmp_path / "run")
 
 
+
+def test_fit_refuses_a_disk_too_full_for_its_checkpoints_before_writing(tiny_cohort, tmp_path, monkeypatch):
+    """TIN's 24 M float32 weights need about 7 x 94 MB of checkpoints at once; with 100 MB free, fit says so."""
+    import alnvid.train as train
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: real(path)._replace(free=100_000_000))
+    result = run("fit", *fit_args(tiny_cohort, tmp_path))
+    weights = sum(p.numel() * 4 for p in train.build_module(RunConfig()).parameters())
+    assert_refused(result, "0.10 GB are free", f"need about {7 * weights / 1e9:.2f} GB", "--out")
+    assert nothing_in(tmp_path / "run")
+
 # --- manifests that cannot be trained on ---------------------------------------------------------------------------
 
 def test_header_only_manifest(tmp_path):
