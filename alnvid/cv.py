@@ -141,17 +141,16 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
         if (folder / "config.yaml").is_file():  # finished, or interrupted and about to resume
             check_fold_settings(folder, fold_config)
         if (folder / "summary.json").is_file():
+            _drop_resume_checkpoint(folder)  # a fold that finished before cv removed it, or was stopped in between
             continue
         if parallel_folds > 1:
             waiting.append(fold)
             continue
         if on_fold_start:
             on_fold_start(fold, folds)
-        last = folder / "checkpoints" / "last.ckpt"
-        result = fit(fold_config, resume=last.is_file(), progress=progress,
-                     extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
-        if is_global_zero() and result.best_checkpoint.name != last.name:  # resume-only, and a finished fold
-            last.unlink(missing_ok=True)  # is never resumed: 3 times best.ckpt's size, freed
+        fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
+            extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
+        _drop_resume_checkpoint(folder)
     if waiting:  # decode and check every file once here, before the fold processes start (and write anything)
         check_inputs(build_datamodule(config, manifest, progress), config)
         _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)
@@ -210,11 +209,22 @@ def _run_folds_in_processes(config: RunConfig, folds: int, todo: list[int], proc
                           fix="read the end of that log; rerun the same command to resume (finished folds are kept).")
 
 
+def _drop_resume_checkpoint(folder: Path) -> None:
+    """Remove a finished fold's last.ckpt, unless it is the fold's model: it serves only resume, which a finished
+    fold never needs, and holds the optimizer's state too (3 times best.ckpt's size)."""
+    last = folder / "checkpoints" / "last.ckpt"
+    if is_global_zero() and last.is_file():
+        if json.loads((folder / "summary.json").read_text()).get("best_checkpoint") != "checkpoints/last.ckpt":
+            last.unlink()
+
+
 def _collect_videos(out: Path, summaries: dict, split: str, targets: dict) -> None:
     """Write each `targets` file's per-video twin (`video_predictions_path`) from the folds' per-video predictions
     of `split`, e.g. the ensemble's mean per manifest line; nothing where a fold predates those files."""
     paths = [video_predictions_path(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
     if not all(path.is_file() for path in paths):
+        for target in targets:  # none from an earlier collection may outlive the folds that made it
+            video_predictions_path(out / target).unlink(missing_ok=True)
         return
     tables = [read_predictions(path) for path in paths]
     for target, combine in targets.items():

@@ -298,10 +298,15 @@ and Adam's two moments: 3) and the next last.ckpt, written beside it before it i
 
 
 def check_disk_space(out: Path, module: torch.nn.Module) -> None:
-    """Refuse to start a run whose checkpoints would not fit on the disk of `out`, rather than fail minutes in."""
+    """Refuse to start a run whose checkpoints would not fit on the disk of `out`, rather than fail during training.
+    The checkpoints already there (a resumed run's) count as room, as they are replaced. Only the process that
+    writes files checks: under DDP its Trainer starts the others later, once it has passed here."""
+    if not is_global_zero():
+        return
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
     folder = next(path for path in (out, *out.parents) if path.exists())
-    free, needed = shutil.disk_usage(folder).free, CHECKPOINT_COPIES * weights
+    existing = sum(path.stat().st_size for path in (out / "checkpoints").glob("*.ckpt")) if out.is_dir() else 0
+    free, needed = shutil.disk_usage(folder).free + existing, CHECKPOINT_COPIES * weights
     if free < needed:
         raise AlnvidError(f"{free / 1e9:.2f} GB are free on the disk of the run folder, and the run's checkpoints "
                           f"need about {needed / 1e9:.2f} GB while it trains", path=folder,

@@ -213,3 +213,21 @@ def test_still_datamodule_middle_and_all_frames(tiny_cohort, tiny_data_config):
     assert next(iter(every.train_dataloader()))["x"].shape == (2, 3, 32, 32)
     batch = next(iter(every.test_dataloader()[0]))
     assert batch["x"].shape == (2, 4, 3, 32, 32)
+
+
+def test_a_still_is_scored_as_its_middle_frame_and_one_view_keeps_its_axis(tiny_cohort, tiny_data_config, tmp_path):
+    """`still_frames: all` repeats a still (a multi-frame file given as the still: its middle frame) T times, and with
+    T = 1 the item keeps its views axis, (1, 3, H, W), as evaluation with several views always did."""
+    table = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
+    table["path"] = [str(tiny_cohort.parent / p) for p in table["path"]]
+    table["still_path"] = table["path"]  # each loop given as its own still
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    tiny_data_config.still_frames = "all"
+    dataset = StillDataModule(tmp_path / "manifest.csv", tiny_data_config, batch_size=2).test_dataloader()[0].dataset
+    item = dataset[0]
+    video = dataset.cache.load(dataset.rows.iloc[0]["path"])
+    middle = apply_to_clip(dataset.transform, video.frames[[video.n_frames // 2]])[:, 0]
+    assert item["x"].shape == (4, 3, 32, 32)
+    assert all(torch.equal(view, middle) for view in item["x"])
+    tiny_data_config.frames = 1
+    assert dataset[0]["x"].shape == (1, 3, 32, 32)

@@ -262,6 +262,12 @@ def test_stats_and_compare_refuse_scores_outside_0_1(prob, shown, tmp_path):
         assert "AUC" not in result.stdout
 
 
+def test_stats_on_a_runs_per_video_file_names_its_per_patient_twin(tmp_path):
+    videos = tmp_path / "predictions_test_a_videos.csv"
+    pd.DataFrame({"patient_id": ["P1", "P1", "P2"], "line": [2, 3, 4], "label": [1, 1, 0],
+                  "prob": [0.9, 0.7, 0.2]}).to_csv(videos, index=False)
+    assert_refused(run("stats", videos), "duplicated patient_id(s): P1", "per-patient predictions_test_a.csv")
+
 def test_ranks_get_threshold_free_statistics_only(tmp_path):
     path = _predictions(tmp_path, [12, 80, 33, 62.13, 5, 90, 71, 40])
     result = run("stats", path, "--scores", "rank", "--json", "--n-boot", "100")

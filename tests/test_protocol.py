@@ -396,10 +396,23 @@ def test_a_copied_best_checkpoint_predicts_like_its_run(runs, tiny_cohort, tmp_p
     assert "optimizer_states" not in torch.load(alone, map_location="cpu", weights_only=False)
 
 
-def test_cv_keeps_a_finished_folds_model_and_drops_its_resume_checkpoint(runs):
-    """A finished fold is never resumed, so its last.ckpt (weights and optimizer, three times best.ckpt) goes."""
+def test_cv_keeps_a_finished_folds_model_and_drops_its_resume_checkpoint(runs, tiny_cohort, tmp_path):
+    """A finished fold is never resumed, so its last.ckpt (weights and optimizer, three times best.ckpt) goes, also
+    from a fold that finished before cv removed it. Per-video files that the folds no longer back are removed."""
     for k in (0, 1):
         assert sorted(p.name for p in (runs / "tin-cv" / f"fold_{k}" / "checkpoints").iterdir()) == ["best.ckpt"]
+    cv = tmp_path / "tin-cv"
+    shutil.copytree(runs / "tin-cv", cv, ignore=shutil.ignore_patterns("gradcam", "logs"))
+    (cv / "fold_0" / "checkpoints" / "last.ckpt").write_bytes(b"resume state")
+    (cv / "fold_1" / "predictions_test_a_videos.csv").unlink()
+    config = RunConfig.load(cv / "fold_0" / "config.yaml")
+    config.data.fold, config.out, config.explain.export = None, str(cv), False
+    run_cv(config, folds=2)  # both folds finished: nothing is trained, the folder is collected again
+    assert not (cv / "fold_0" / "checkpoints" / "last.ckpt").exists()
+    assert (cv / "fold_0" / "checkpoints" / "best.ckpt").is_file()
+    assert not (cv / "predictions_test_a_videos.csv").exists()
+    assert not (cv / "ensemble" / "predictions_test_a_videos.csv").exists()
+    assert (cv / "ensemble" / "predictions_test_b_videos.csv").is_file()
 
 
 def test_predict_new_unlabelled_cases_from_a_csv(runs, tiny_cohort, tmp_path):

@@ -70,9 +70,11 @@ class _CohortDataset(Dataset):
                 "line": int(row["line"]), "frame_indices": torch.as_tensor(frame_indices)}
 
     def _evaluation_item(self, row: pd.Series, frames: np.ndarray, input_kind: str) -> dict:
-        """The item's `evaluation_views`; a single view (one clip, or one image) without the views axis."""
+        """The item's `evaluation_views`; one clip, or one middle frame, without the views axis."""
         views, indices = evaluation_views(frames, self.config, input_kind, self.transform)
-        if len(views) > 1:
+        several = self.config.eval_flip or (self.config.eval_clips > 1 if input_kind == "clip"
+                                            else self.config.still_frames == "all")
+        if several:
             return self._item(row, views, indices)
         return self._item(row, views[0], indices[0] if input_kind == "clip" else indices)
 
@@ -117,8 +119,8 @@ class StillDataset(_CohortDataset):
         row, seed = self._row(key)
         still = row.get("still_path", "")
         video = self.cache.load(still) if still else self._video(row)
-        if not self.train:
-            return self._evaluation_item(row, video.frames, "image")
+        if not self.train:  # a still is one image: its middle frame, should the file hold several
+            return self._evaluation_item(row, video.frames[[video.n_frames // 2]] if still else video.frames, "image")
         rng = self._rng(seed)
         every_frame = self.config.still_frames == "all" and not still
         indices = rng.integers(0, video.n_frames, size=1) if every_frame else np.array([video.n_frames // 2])

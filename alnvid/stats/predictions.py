@@ -154,9 +154,11 @@ def load_predictions(path: str | Path, scores: ScoreKind = "probability") -> Pre
                               fix="give every row a patient_id.")
     dup = df["patient_id"].duplicated(keep=False)
     if dup.any():
-        raise StatsInputError(f"duplicated patient_id(s): {_bad_rows(dup, df)}.", path=path,
-                              fix="keep one row per patient: `alnvid predict --out X.csv` writes the per-patient "
-                                  "table X_patients.csv (mean over each patient's videos) beside the per-video X.csv.")
+        twin = (f"the run's per-patient {path.name.removesuffix('_videos.csv')}.csv beside it"
+                if path.name.endswith("_videos.csv")
+                else "one row per patient: `alnvid predict --out X.csv` writes the per-patient table X_patients.csv "
+                     "(mean over each patient's videos) beside the per-video X.csv")
+        raise StatsInputError(f"duplicated patient_id(s): {_bad_rows(dup, df)}.", path=path, fix=f"give {twin}.")
     label = _binary_column(df, "label", path)
     prob = pd.to_numeric(df["prob"], errors="coerce")
     bad = prob.isna() | ~np.isfinite(prob.to_numpy(float, na_value=np.nan))
