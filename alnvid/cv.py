@@ -36,7 +36,6 @@ from alnvid.errors import AlnvidError
 from alnvid.models.registry import check_consensus
 from alnvid.runs import fold_folder, run_checkpoints
 from alnvid.train import (
-    VIDEO_COLUMNS,
     Hardware,
     build_datamodule,
     check_inputs,
@@ -218,6 +217,14 @@ def _drop_resume_checkpoint(folder: Path) -> None:
             last.unlink()
 
 
+def _fold_mean(tables: list[pd.DataFrame], by: str) -> pd.DataFrame:
+    """The fold ensemble's predictions: each `by` key's probability averaged over the folds' tables, its other
+    columns as the first fold has them, in the tables' column order."""
+    together = pd.concat(tables)
+    columns = {column: "mean" if column == "prob" else "first" for column in together.columns if column != by}
+    return together.groupby(by, sort=False).agg(columns).reset_index()[list(together.columns)]
+
+
 def _collect_videos(out: Path, summaries: dict, split: str, targets: dict) -> None:
     """Write each `targets` file's per-video twin (`video_predictions_path`) from the folds' per-video predictions
     of `split`, e.g. the ensemble's mean per manifest line; nothing where a fold predates those files."""
@@ -335,14 +342,11 @@ def collect_cv(out: str | Path, test_model: str | None = None) -> CVResult:
         per_fold = [read_predictions(fold_folder(out, k) / f"predictions_{split}.csv") for k in summaries]
         best = per_fold[list(summaries).index(best_fold)]
         atomic_write_csv(best, out / f"predictions_{split}.csv")
-        mean = pd.concat(per_fold).groupby("patient_id", sort=False).agg(
-            label=("label", "first"), prob=("prob", "mean"), split=("split", "first")).reset_index()
+        mean = _fold_mean(per_fold, by="patient_id")
         atomic_write_csv(mean, out / "ensemble" / f"predictions_{split}.csv")
         _collect_videos(out, summaries, split, {
             f"predictions_{split}.csv": lambda tables: tables[list(summaries).index(best_fold)],
-            f"ensemble/predictions_{split}.csv": lambda tables: pd.concat(tables).groupby("line", sort=False).agg(
-                patient_id=("patient_id", "first"), label=("label", "first"), prob=("prob", "mean"),
-                split=("split", "first")).reset_index()[list(VIDEO_COLUMNS)]})
+            f"ensemble/predictions_{split}.csv": lambda tables: _fold_mean(tables, by="line")})
         ensemble[split] = f"ensemble/predictions_{split}.csv"
         predictions[split] = ensemble[split] if test_model == "ensemble" else f"predictions_{split}.csv"
         test_auc[split] = prediction_auc(best)
