@@ -5,6 +5,7 @@ The command tree is walked from `typer.main.get_command(app)` (Typer vendors Cli
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -118,8 +119,8 @@ def test_fit_and_cv_take_every_shared_training_option_and_pass_it_on(monkeypatch
     from alnvid.cli.train import TRAINING_OPTIONS
 
     root = typer.main.get_command(app)
-    shared = {name for _, option in TRAINING_OPTIONS.values()
-              for declaration in option.param_decls for name in declaration.split("/")}
+    shared = {name for shared in TRAINING_OPTIONS.values()
+              for declaration in shared.option.param_decls for name in declaration.split("/")}
     assert shared <= _options(root.commands["fit"]) and shared <= _options(root.commands["cv"])
     seen = {}
 
@@ -138,3 +139,19 @@ def test_fit_and_cv_take_every_shared_training_option_and_pass_it_on(monkeypatch
                                                    "data.seed", "trainer.seed", "out", "optim.lr")} == {
             "data.manifest": "cohort.csv", "data.frames": 8, "data.eval_flip": True, "trainer.loggers": "csv",
             "data.seed": 3, "trainer.seed": 3, "out": "run", "optim.lr": None}
+
+
+def test_every_shared_training_option_names_a_setting_of_the_configuration():
+    """Each option's configuration key (`SharedOption.key`, `COMMAND_KEYS`) is a field of RunConfig: a misspelt key
+    would otherwise only fail when a user gives that option."""
+    from alnvid.cli.train import COMMAND_KEYS, TRAINING_OPTIONS
+    from alnvid.config import RunConfig
+
+    keys = [shared.key for shared in TRAINING_OPTIONS.values() if shared.key] + list(COMMAND_KEYS.values())
+    assert len(keys) == 30
+    for dotted in keys:
+        *sections, name = dotted.split(".")
+        target = RunConfig()
+        for section in sections:
+            target = getattr(target, section)
+        assert name in {f.name for f in dataclasses.fields(target)}, dotted

@@ -5,7 +5,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import typer
 from typer.models import OptionInfo
@@ -13,112 +13,124 @@ from typer.models import OptionInfo
 from alnvid.cli._common import CHECKPOINT_HELP, console, load_checkpoints, print_json, progress_bar, user_errors
 from alnvid.errors import AlnvidError
 
-def _option(kind: Any, *declarations: str, help: str, default: Any = None) -> tuple[Any, OptionInfo]:
-    return kind, typer.Option(default, *declarations, help=help)
+class SharedOption(NamedTuple):
+    """One option of `TRAINING_OPTIONS`: its type, its Typer option, and the configuration key it sets (None where
+    `training_overrides` maps it itself: --logger, --seed, --allow-modality; or where it is not a setting)."""
+
+    kind: Any
+    option: OptionInfo
+    key: str | None
 
 
-TRAINING_OPTIONS: dict[str, tuple[Any, OptionInfo]] = {
-    "data": _option(Optional[Path], "--data", help="Cohort manifest CSV (patient_id, path, label[, split, site, "
-                                                   "...])."),
-    "model": _option(Optional[str], "--model", help="Backbone: tin, r2plus1d, resnet3d, r2plus1d_18, r3d_18, tsm, "
-                                                    "resnet50, inception_v3, vgg19, vgg19_bn (see `alnvid models`). "
-                                                    "Default tin."),
-    "frames": _option(Optional[int], "--frames", help="Clip length T, frames sampled over the whole loop. Default "
-                                                      "16."),
-    "batch_size": _option(Optional[int], "--batch-size", help="Clips (or images) per batch. Default 4."),
-    "epochs": _option(Optional[int], "--epochs", help="Training epochs. Default 300 (the study)."),
-    "lr": _option(Optional[float], "--lr", help="Adam learning rate. Default 1e-4 (the study)."),
-    "weight_decay": _option(Optional[float], "--weight-decay", help="Adam weight decay. Default 0."),
-    "schedule": _option(Optional[str], "--schedule", help="Learning-rate schedule: none (the study) or cosine."),
-    "precision": _option(Optional[str], "--precision", help="auto (default: bf16-mixed on a GPU, 32-true on the "
-                                                            "CPU), 32-true, bf16-mixed or 16-mixed."),
-    "accelerator": _option(Optional[str], "--accelerator", help="auto (GPU when present, default), gpu or cpu."),
-    "devices": _option(Optional[str], "--devices", help="Devices per run: 1 (default), a count (2) or a list (0,1). "
-                                                        "Several train with DDP (batch size per device); results "
-                                                        "equal one device's. Folds can also run as separate jobs "
-                                                        "with `alnvid cv --fold K`."),
-    "strategy": _option(Optional[str], "--strategy", help="Lightning strategy for several devices: auto (default, = "
-                                                          "ddp) or a ddp variant such as "
-                                                          "ddp_find_unused_parameters_true; spawn-based ones are "
-                                                          "refused."),
-    "logger": _option(Optional[list[str]], "--logger", help="Experiment logger under <out>/logs/: csv, tensorboard "
-                                                            "or mlflow (mlflow needs `pip install mlflow`); repeat "
-                                                            "the option or give a comma list. Default none "
-                                                            "(epochs.csv is always written)."),
-    "workers": _option(Optional[int], "--workers", help="DataLoader worker processes. Default: min(8, cores) with a "
-                                                        "GPU, min(2, cores) on the CPU."),
-    "augment_on": _option(Optional[str], "--augment-on", help="Where training clips are augmented (flip, elastic, "
-                                                              "crop): auto (default: gpu when training on a GPU, "
-                                                              "else cpu), cpu (albumentations in the loader workers)"
-                                                              " or gpu (torch, on the training device after each "
-                                                              "batch's transfer; runs on a CPU too). The two draw "
-                                                              "different augmentations."),
-    "cache_dir": _option(Optional[str], "--cache-dir", help="Where decoded, cropped frames are cached. Default "
-                                                            ".alnvid-cache."),
-    "seed": _option(Optional[int], "--seed", help="Seed for splits, sampling, augmentation and initialisation. "
-                                                  "Default 0."),
-    "weights": _option(Optional[str], "--weights", help="Local weights file to start from (no downloads). Default: "
-                                                        "random initialisation, as in the study."),
-    "channels_last": _option(Optional[bool], "--channels-last/--no-channels-last", help="channels_last memory format"
-                                                                                        " (channels_last_3d for 3D "
-                                                                                        "CNNs). Default: on with a "
-                                                                                        "GPU, off on the CPU."),
-    "intensity": _option(Optional[float], "--intensity", help="Training: random brightness (± this fraction of "
-                                                              "white) and contrast (x 1 ± this) per clip, as another"
-                                                              " scanner gain shows the same tissue. Default 0 (off, "
-                                                              "the study); the CPU demo uses 0.2."),
-    "zoom": _option(Optional[float], "--zoom", help="Training: a random zoom per clip, the crop's side x (1 ± this) "
-                                                    "resized to the crop, as another depth setting shows the same "
-                                                    "anatomy larger or smaller. Default 0 (off, the study)."),
-    "input_norm": _option(Optional[str], "--input-norm", help="none (default: pixels 0-1, the study) or clip (each "
-                                                              "clip or image standardised over its own pixels first,"
-                                                              " so another scanner's gain and dynamic range do not "
-                                                              "shift predictions)."),
-    "consensus": _option(Optional[str], "--consensus", help="TIN and TSM: how per-frame logits become the clip's: "
-                                                            "mean (default: TSN's average, the study) or max (the "
-                                                            "clip takes its most positive frame's logits: "
-                                                            "multiple-instance learning, for evidence seen in part "
-                                                            "of the sweep)."),
-    "patience": _option(Optional[int], "--patience", help="Stop after this many validations (epochs, unless "
-                                                          "--val-every) without a better per-patient validation AUC."),
-    "checkpoint_every": _option(Optional[float], "--checkpoint-every", help="Seconds between saves of last.ckpt "
-                                                                            "(weights and optimizer, for --resume); "
-                                                                            "it is always saved after the final "
-                                                                            "epoch. 0 saves every epoch. Default 60."),
-    "selection": _option(Optional[str], "--selection", help="Model kept as best.ckpt: best (epoch of best "
-                                                            "per-patient validation AUC, the study; "
-                                                            "validation/out-of-fold AUC then optimistic) or last "
-                                                            "(the final epoch of a count fixed beforehand; "
-                                                            "unbiased). Default best."),
-    "val_every": _option(Optional[int], "--val-every", help="Validate every N epochs and after the last one (with "
-                                                            "--selection last the kept model is the same, and "
-                                                            "validation's cost is saved). Default 1."),
-    "eval_clips": _option(Optional[int], "--eval-clips", help="Video models: score each video as the mean over K TSN"
-                                                              " clips spread over the loop (validation, test, "
-                                                              "predict, explain). Default 1."),
-    "eval_flip": _option(Optional[bool], "--eval-flip/--no-eval-flip", help="Evaluation: also score each clip or "
-                                                                            "image mirrored left-right and average "
-                                                                            "the two (test-time augmentation, twice "
-                                                                            "the evaluation cost). Default off."),
-    "still_frames": _option(Optional[str], "--still-frames", help="Static models without still images: middle frame,"
-                                                                  " or all (T frames, averaged per video at "
-                                                                  "evaluation)."),
-    "allow_modality": _option(Optional[list[str]], "--allow-modality", help="Also read DICOMs of this modality (e.g."
-                                                                            " CT); repeat for several. Default: "
-                                                                            "ultrasound (US) only, anything else is "
-                                                                            "refused."),
-    "config": _option(Optional[Path], "--config", help="YAML file with any of these settings (sections data, model, "
-                                                       "optim, trainer); command-line options win."),
-    "fast": _option(bool, "--fast", default=False, help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 "
-                                                        "epochs."),
-    "compare_to": _option(Optional[str], "--compare-to", help="Compare the (best) model's test predictions with this"
-                                                              " reference by DeLong's paired test, into "
-                                                              "comparison_<split>.json: a run folder, a predictions "
-                                                              "CSV, or 'readers' (the manifest's reader_<name> "
-                                                              "columns)."),
+def _option(kind: Any, *declarations: str, help: str, key: str | None = None, default: Any = None) -> SharedOption:
+    return SharedOption(kind, typer.Option(default, *declarations, help=help), key)
+
+
+TRAINING_OPTIONS: dict[str, SharedOption] = {
+    "data": _option(Optional[Path], "--data", key="data.manifest",
+                    help="Cohort manifest CSV (patient_id, path, label[, split, site, ...])."),
+    "model": _option(Optional[str], "--model", key="model.name",
+                     help="Backbone: tin, r2plus1d, resnet3d, r2plus1d_18, r3d_18, tsm, resnet50, inception_v3, "
+                          "vgg19, vgg19_bn (see `alnvid models`). Default tin."),
+    "frames": _option(Optional[int], "--frames", key="data.frames",
+                      help="Clip length T, frames sampled over the whole loop. Default 16."),
+    "batch_size": _option(Optional[int], "--batch-size", key="trainer.batch_size",
+                          help="Clips (or images) per batch. Default 4."),
+    "epochs": _option(Optional[int], "--epochs", key="trainer.epochs",
+                      help="Training epochs. Default 300 (the study)."),
+    "lr": _option(Optional[float], "--lr", key="optim.lr",
+                  help="Adam learning rate. Default 1e-4 (the study)."),
+    "weight_decay": _option(Optional[float], "--weight-decay", key="optim.weight_decay",
+                            help="Adam weight decay. Default 0."),
+    "schedule": _option(Optional[str], "--schedule", key="optim.schedule",
+                        help="Learning-rate schedule: none (the study) or cosine."),
+    "precision": _option(Optional[str], "--precision", key="trainer.precision",
+                         help="auto (default: bf16-mixed on a GPU, 32-true on the CPU), 32-true, bf16-mixed or "
+                              "16-mixed."),
+    "accelerator": _option(Optional[str], "--accelerator", key="trainer.accelerator",
+                           help="auto (GPU when present, default), gpu or cpu."),
+    "devices": _option(Optional[str], "--devices", key="trainer.devices",
+                       help="Devices per run: 1 (default), a count (2) or a list (0,1). Several train with DDP (batch"
+                            " size per device); results equal one device's. Folds can also run as separate jobs with "
+                            "`alnvid cv --fold K`."),
+    "strategy": _option(Optional[str], "--strategy", key="trainer.strategy",
+                        help="Lightning strategy for several devices: auto (default, = ddp) or a ddp variant such as "
+                             "ddp_find_unused_parameters_true; spawn-based ones are refused."),
+    "logger": _option(Optional[list[str]], "--logger",
+                      help="Experiment logger under <out>/logs/: csv, tensorboard or mlflow (mlflow needs `pip "
+                           "install mlflow`); repeat the option or give a comma list. Default none (epochs.csv is "
+                           "always written)."),
+    "workers": _option(Optional[int], "--workers", key="data.num_workers",
+                       help="DataLoader worker processes. Default: min(8, cores) with a GPU, min(2, cores) on the "
+                            "CPU."),
+    "augment_on": _option(Optional[str], "--augment-on", key="data.augment_device",
+                          help="Where training clips are augmented (flip, elastic, crop): auto (default: gpu when "
+                               "training on a GPU, else cpu), cpu (albumentations in the loader workers) or gpu "
+                               "(torch, on the training device after each batch's transfer; runs on a CPU too). The "
+                               "two draw different augmentations."),
+    "cache_dir": _option(Optional[str], "--cache-dir", key="data.cache_dir",
+                         help="Where decoded, cropped frames are cached. Default .alnvid-cache."),
+    "seed": _option(Optional[int], "--seed",
+                    help="Seed for splits, sampling, augmentation and initialisation. Default 0."),
+    "weights": _option(Optional[str], "--weights", key="model.weights",
+                       help="Local weights file to start from (no downloads). Default: random initialisation, as in "
+                            "the study."),
+    "channels_last": _option(Optional[bool], "--channels-last/--no-channels-last", key="model.channels_last",
+                             help="channels_last memory format (channels_last_3d for 3D CNNs). Default: on with a "
+                                  "GPU, off on the CPU."),
+    "intensity": _option(Optional[float], "--intensity", key="data.intensity",
+                         help="Training: random brightness (± this fraction of white) and contrast (x 1 ± this) per "
+                              "clip, as another scanner gain shows the same tissue. Default 0 (off, the study); the "
+                              "CPU demo uses 0.2."),
+    "zoom": _option(Optional[float], "--zoom", key="data.zoom",
+                    help="Training: a random zoom per clip, the crop's side x (1 ± this) resized to the crop, as "
+                         "another depth setting shows the same anatomy larger or smaller. Default 0 (off, the study)."),
+    "input_norm": _option(Optional[str], "--input-norm", key="model.input_norm",
+                          help="none (default: pixels 0-1, the study) or clip (each clip or image standardised over "
+                               "its own pixels first, so another scanner's gain and dynamic range do not shift "
+                               "predictions)."),
+    "consensus": _option(Optional[str], "--consensus", key="model.consensus",
+                         help="TIN and TSM: how per-frame logits become the clip's: mean (default: TSN's average, the"
+                              " study) or max (the clip takes its most positive frame's logits: multiple-instance "
+                              "learning, for evidence seen in part of the sweep)."),
+    "patience": _option(Optional[int], "--patience", key="trainer.patience",
+                        help="Stop after this many validations (epochs, unless --val-every) without a better "
+                             "per-patient validation AUC."),
+    "checkpoint_every": _option(Optional[float], "--checkpoint-every", key="trainer.checkpoint_every_s",
+                                help="Seconds between saves of last.ckpt (weights and optimizer, for --resume); it is"
+                                     " always saved after the final epoch. 0 saves every epoch. Default 60."),
+    "selection": _option(Optional[str], "--selection", key="trainer.selection",
+                         help="Model kept as best.ckpt: best (epoch of best per-patient validation AUC, the study; "
+                              "validation/out-of-fold AUC then optimistic) or last (the final epoch of a count fixed "
+                              "beforehand; unbiased). Default best."),
+    "val_every": _option(Optional[int], "--val-every", key="trainer.val_every",
+                         help="Validate every N epochs and after the last one (with --selection last the kept model "
+                              "is the same, and validation's cost is saved). Default 1."),
+    "eval_clips": _option(Optional[int], "--eval-clips", key="data.eval_clips",
+                          help="Video models: score each video as the mean over K TSN clips spread over the loop "
+                               "(validation, test, predict, explain). Default 1."),
+    "eval_flip": _option(Optional[bool], "--eval-flip/--no-eval-flip", key="data.eval_flip",
+                         help="Evaluation: also score each clip or image mirrored left-right and average the two "
+                              "(test-time augmentation, twice the evaluation cost). Default off."),
+    "still_frames": _option(Optional[str], "--still-frames", key="data.still_frames",
+                            help="Static models without still images: middle frame, or all (T frames, averaged per "
+                                 "video at evaluation)."),
+    "allow_modality": _option(Optional[list[str]], "--allow-modality",
+                              help="Also read DICOMs of this modality (e.g. CT); repeat for several. Default: "
+                                   "ultrasound (US) only, anything else is refused."),
+    "config": _option(Optional[Path], "--config",
+                      help="YAML file with any of these settings (sections data, model, optim, trainer); command-line"
+                           " options win."),
+    "fast": _option(bool, "--fast", default=False,
+                    help="Tiny settings for a smoke run on a CPU: T 8, 64 px, 3 epochs."),
+    "compare_to": _option(Optional[str], "--compare-to",
+                          help="Compare the (best) model's test predictions with this reference by DeLong's paired "
+                               "test, into comparison_<split>.json: a run folder, a predictions CSV, or 'readers' "
+                               "(the manifest's reader_<name> columns)."),
 }
 
-"""The options `fit` and `cv` share: name -> (type, Typer option). `with_training_options` adds them to a command."""
+"""The options `fit` and `cv` share, by name. `with_training_options` adds them to a command, and
+`training_overrides` maps their values onto the configuration."""
 
 
 def with_training_options(command: Callable) -> Callable:
@@ -127,7 +139,7 @@ def with_training_options(command: Callable) -> Callable:
     fit and cv declare the shared options once."""
     own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "training"]
     shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-              for name, (kind, option) in TRAINING_OPTIONS.items()]
+              for name, (kind, option, _) in TRAINING_OPTIONS.items()]
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
@@ -150,21 +162,13 @@ def describe_runtime(runtime: dict) -> str:
     return f"{runtime['device']}: {runtime['precision']}, {layout}, {runtime['workers']} loader workers{augment}"
 
 
+COMMAND_KEYS = {"out": "out", "test_model": "trainer.test_model"}
+"""Configuration keys of options that fit or cv declare themselves, beside `TRAINING_OPTIONS`."""
+
+
 def training_overrides(**options) -> dict:
     """Map command-line options onto the configuration tree (paths as text, as the configuration keeps them)."""
-    names = {"data": "data.manifest", "model": "model.name", "frames": "data.frames",
-             "batch_size": "trainer.batch_size", "epochs": "trainer.epochs", "lr": "optim.lr",
-             "weight_decay": "optim.weight_decay", "schedule": "optim.schedule", "precision": "trainer.precision",
-             "accelerator": "trainer.accelerator", "devices": "trainer.devices", "strategy": "trainer.strategy",
-             "workers": "data.num_workers", "augment_on": "data.augment_device",
-             "cache_dir": "data.cache_dir", "weights": "model.weights", "channels_last": "model.channels_last",
-             "patience": "trainer.patience", "still_frames": "data.still_frames", "out": "out",
-             "allow_modality": "data.allow_modalities",
-             "selection": "trainer.selection", "val_every": "trainer.val_every", "eval_clips": "data.eval_clips",
-             "eval_flip": "data.eval_flip",
-             "checkpoint_every": "trainer.checkpoint_every_s", "input_norm": "model.input_norm",
-             "consensus": "model.consensus",
-             "intensity": "data.intensity", "zoom": "data.zoom", "test_model": "trainer.test_model"}
+    names = {name: shared.key for name, shared in TRAINING_OPTIONS.items() if shared.key} | COMMAND_KEYS
     overrides = {names[k]: str(v) if isinstance(v, Path) else v for k, v in options.items() if k in names}
     if options.get("logger"):
         overrides["trainer.loggers"] = ",".join(options["logger"])
@@ -245,7 +249,7 @@ def predict(
                                              "--eval-clips)."),
     eval_flip: Optional[bool] = typer.Option(None, "--eval-flip/--no-eval-flip", help="Also score each clip or "
                                              "image mirrored and average the two. Default: the run's setting."),
-    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"][1],
+    allow_modality: Optional[list[str]] = TRAINING_OPTIONS["allow_modality"].option,
     skip_errors: bool = typer.Option(False, "--skip-errors", help="Go on past unreadable or unsuitable files and "
                                      "list them (row, patient, reason) in <out>_errors.csv beside --out. Default: "
                                      "stop at the first, writing nothing."),
