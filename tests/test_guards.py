@@ -205,6 +205,20 @@ def test_fit_refuses_a_disk_too_full_for_its_checkpoints_before_writing(tiny_coh
     assert_refused(result, "0.10 GB are free", f"need about {7 * weights / 1e9:.2f} GB", "--out")
     assert nothing_in(tmp_path / "run")
 
+
+def test_cv_counts_the_checkpoints_of_every_fold_training_at_once(tiny_cohort, tmp_path, monkeypatch):
+    """Room for one fold's checkpoints but not for two: two folds in parallel are refused before any fold folder is
+    written, and the message names --parallel-folds; each fold alone would have passed fit's own check."""
+    import alnvid.train as train
+
+    weights = sum(p.numel() * 4 for p in train.build_module(RunConfig()).parameters())
+    real = shutil.disk_usage
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: real(path)._replace(free=int(10 * weights)))
+    result = run("cv", *fit_args(tiny_cohort, tmp_path), "--folds", "2", "--parallel-folds", "2")
+    assert_refused(result, f"need about {14 * weights / 1e9:.2f} GB while it trains (2 folds training at once)",
+                   "--parallel-folds")
+    assert nothing_in(tmp_path / "run")
+
 # --- manifests that cannot be trained on ---------------------------------------------------------------------------
 
 def test_header_only_manifest(tmp_path):
