@@ -22,7 +22,7 @@ import shutil
 import signal
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,23 +297,24 @@ CHECKPOINT_COPIES = 7
 and Adam's two moments: 3) and the next last.ckpt, written beside it before it is replaced (3)."""
 
 
-def check_disk_space(out: Path, module: torch.nn.Module, runs: int = 1) -> None:
+def check_disk_space(out: Path, module: torch.nn.Module, runs: Sequence[Path] | None = None) -> None:
     """Refuse to start a run whose checkpoints would not fit on the disk of `out`, rather than fail during training.
-    `runs` trainings of `module` write there at once (cv's parallel folds, into subfolders of `out`). The
-    checkpoints already under `out` (resumed runs') count as room, as they are replaced. Only the process that
-    writes files checks: under DDP its Trainer starts the others later, once it has passed here."""
+    `runs` are the run folders that train `module` at once (cv's parallel folds, under `out`; default: `out`
+    alone). The checkpoints already in them (resumed runs') count as room, as they are replaced. Only the process
+    that writes files checks: under DDP its Trainer starts the others later, once it has passed here."""
     if not is_global_zero():
         return
+    runs = list(runs or [out])
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
     folder = next(path for path in (out, *out.parents) if path.exists())
-    existing = sum(path.stat().st_size for path in out.rglob("*.ckpt")) if out.is_dir() else 0
-    free, needed = shutil.disk_usage(folder).free + existing, runs * CHECKPOINT_COPIES * weights
+    existing = sum(path.stat().st_size for run in runs for path in (run / "checkpoints").glob("*.ckpt"))
+    free, needed = shutil.disk_usage(folder).free + existing, len(runs) * CHECKPOINT_COPIES * weights
     if free < needed:
-        at_once = f" ({runs} folds training at once)" if runs > 1 else ""
+        at_once = f" ({len(runs)} folds training at once)" if len(runs) > 1 else ""
         raise AlnvidError(f"{free / 1e9:.2f} GB are free on the disk of the run folder, and the run's checkpoints "
                           f"need about {needed / 1e9:.2f} GB while it trains{at_once}", path=folder,
                           fix="free space on that disk, or give --out a folder on another one"
-                          f"{', or train fewer folds at a time (--parallel-folds)' if runs > 1 else ''}.")
+                          f"{', or train fewer folds at a time (--parallel-folds)' if len(runs) > 1 else ''}.")
 
 
 def check_inputs(datamodule: CohortDataModule, config: RunConfig) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
@@ -22,7 +23,7 @@ from alnvid.cli.main import app
 from alnvid.config import RunConfig
 from alnvid.data.cache import PreprocessCache
 from alnvid.data.manifest import check_manifest
-from alnvid.errors import AlnvidWarning, InputFileError
+from alnvid.errors import AlnvidError, AlnvidWarning, InputFileError
 from alnvid.io import read_video
 from alnvid.models.registry import get_model_spec, list_models
 from alnvid.models.trained import load_trained, require_motion
@@ -374,3 +375,21 @@ def test_ctrl_c_during_cv_says_how_to_resume_and_exits_130(tiny_cohort, tmp_path
     assert_refused(result, "Interrupted.", "rerun the same command to resume", code=130)
     assert signal.getsignal(signal.SIGINT) is before  # Lightning's "ignore Ctrl-C from now on" is undone
     assert not (tmp_path / "run" / "fold_0" / "summary.json").exists()
+
+
+def test_disk_check_counts_only_the_checkpoints_of_the_runs_about_to_train(tmp_path, monkeypatch):
+    """A resumed fold's checkpoints are replaced, so they count as room; a finished fold's stay, so they do not.
+    Two runs of a 4 MB model need 2 x 7 x 4.004 MB = 56.06 MB."""
+    import alnvid.train as train
+
+    module = torch.nn.Linear(1000, 1000)  # 1,001,000 float32 parameters
+    for fold, name, size in (("fold_0", "last.ckpt", 10_000_000), ("fold_1", "best.ckpt", 20_000_000)):
+        (tmp_path / fold / "checkpoints").mkdir(parents=True)
+        with open(tmp_path / fold / "checkpoints" / name, "wb") as file:
+            file.truncate(size)
+    real = shutil.disk_usage
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: real(path)._replace(free=50_000_000))
+    train.check_disk_space(tmp_path, module, runs=[tmp_path / "fold_0", tmp_path / "fold_2"])  # 60 MB of room
+    with pytest.raises(AlnvidError, match=r"0\.05 GB are free .* need about 0\.06 GB while it trains \(2 folds"):
+        train.check_disk_space(tmp_path, module, runs=[tmp_path / "fold_2", tmp_path / "fold_3"])
+    train.check_disk_space(tmp_path / "fold_2", module)  # one run: 28.03 MB
