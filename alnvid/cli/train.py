@@ -13,6 +13,7 @@ from typer.models import OptionInfo
 from alnvid.cli._common import CHECKPOINT_HELP, console, load_checkpoints, print_json, progress_bar, user_errors
 from alnvid.errors import AlnvidError
 
+
 class SharedOption(NamedTuple):
     """One option of `TRAINING_OPTIONS`: its type, its Typer option, and the configuration key it sets (None where
     `training_overrides` maps it itself: --logger, --seed, --allow-modality; or where it is not a setting)."""
