@@ -155,7 +155,7 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
     if waiting:  # decode and check every file once here, before the fold processes start (and write anything)
         check_inputs(build_datamodule(config, manifest, progress), config)
         at_once = [fold_folder(out, fold) for fold in waiting[:parallel_folds]]
-        check_disk_space(out, build_module(config), runs=at_once)
+        check_disk_space(out, build_module(config), runs=at_once, later=len(waiting) - len(at_once))
         _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run

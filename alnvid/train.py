@@ -297,18 +297,20 @@ CHECKPOINT_COPIES = 7
 and Adam's two moments: 3) and the next last.ckpt, written beside it before it is replaced (3)."""
 
 
-def check_disk_space(out: Path, module: torch.nn.Module, runs: Sequence[Path] | None = None) -> None:
+def check_disk_space(out: Path, module: torch.nn.Module, runs: Sequence[Path] | None = None, later: int = 0) -> None:
     """Refuse to start a run whose checkpoints would not fit on the disk of `out`, rather than fail during training.
     `runs` are the run folders that train `module` at once (cv's parallel folds, under `out`; default: `out`
-    alone). The checkpoints already in them (resumed runs') count as room, as they are replaced. Only the process
-    that writes files checks: under DDP its Trainer starts the others later, once it has passed here."""
+    alone), and `later` the runs that train after them, once the earlier ones have left only their best.ckpt (one
+    copy of the weights each). The checkpoints already in `runs` (resumed runs') count as room, as they are
+    replaced. Only the process that writes files checks: under DDP its Trainer starts the others later, once it
+    has passed here."""
     if not is_global_zero():
         return
     runs = list(runs or [out])
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
     folder = next(path for path in (out, *out.parents) if path.exists())
     existing = sum(path.stat().st_size for run in runs for path in (run / "checkpoints").glob("*.ckpt"))
-    free, needed = shutil.disk_usage(folder).free + existing, len(runs) * CHECKPOINT_COPIES * weights
+    free, needed = shutil.disk_usage(folder).free + existing, (len(runs) * CHECKPOINT_COPIES + later) * weights
     if free < needed:
         at_once = f" ({len(runs)} folds training at once)" if len(runs) > 1 else ""
         raise AlnvidError(f"{free / 1e9:.2f} GB are free on the disk of the run folder, and the run's checkpoints "

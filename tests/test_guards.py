@@ -208,15 +208,16 @@ def test_fit_refuses_a_disk_too_full_for_its_checkpoints_before_writing(tiny_coh
 
 
 def test_cv_counts_the_checkpoints_of_every_fold_training_at_once(tiny_cohort, tmp_path, monkeypatch):
-    """Room for one fold's checkpoints but not for two: two folds in parallel are refused before any fold folder is
-    written, and the message names --parallel-folds; each fold alone would have passed fit's own check."""
+    """3 folds, 2 at a time: 2 x 7 copies of the weights while the first two train, and the third's best.ckpt
+    later, 15 copies. With room for 14.5, cv refuses before any fold folder is written and names --parallel-folds;
+    each fold alone would have passed fit's own check (7)."""
     import alnvid.train as train
 
     weights = sum(p.numel() * 4 for p in train.build_module(RunConfig()).parameters())
     real = shutil.disk_usage
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: real(path)._replace(free=int(10 * weights)))
-    result = run("cv", *fit_args(tiny_cohort, tmp_path), "--folds", "2", "--parallel-folds", "2")
-    assert_refused(result, f"need about {14 * weights / 1e9:.2f} GB while it trains (2 folds training at once)",
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: real(path)._replace(free=int(14.5 * weights)))
+    result = run("cv", *fit_args(tiny_cohort, tmp_path), "--folds", "3", "--parallel-folds", "2")
+    assert_refused(result, f"need about {15 * weights / 1e9:.2f} GB while it trains (2 folds training at once)",
                    "--parallel-folds")
     assert nothing_in(tmp_path / "run")
 
