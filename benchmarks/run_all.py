@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+TOOLS = {"demo_variant.py"}
+"""Development tools here that need arguments (a folder and a seed), not benchmarks with defaults."""
 
 
 def main() -> int:
     status = 0
     for script in sorted(HERE.glob("*.py")):
-        if script.name == Path(__file__).name:
+        if script.name == Path(__file__).name or script.name in TOOLS:
             continue
         print(f"\n=== {script.name} ===", flush=True)
         status |= subprocess.call([sys.executable, str(script)])

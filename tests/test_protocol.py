@@ -551,6 +551,32 @@ def test_demo_validity_oof_explains_each_fold_with_its_own_model(runs, tiny_coho
     assert splits["pooled"]["positives"] == int(oof["label"].sum())
 
 
+def test_demo_variant_reads_field_values_and_pools_the_test_splits(runs):
+    """`benchmarks/demo_variant.py`: FIELD=VALUE pairs take the recipe field's type, bad ones are named, and the
+    pooled AUC equals the share of correctly ordered (positive, negative) pairs of the ensemble's test patients."""
+    import importlib.util
+    from pathlib import Path
+
+    from alnvid.protocol import DEMO_SETTINGS
+
+    spec = importlib.util.spec_from_file_location("demo_variant", Path(__file__).parents[1] / "benchmarks" /
+                                                  "demo_variant.py")
+    variant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variant)
+    changes = variant.parse_changes(["epochs=24", "lr=1e-3", "elastic=yes", "input_size=none", "parallel_folds=2"],
+                                    DEMO_SETTINGS["cpu"])
+    assert changes == {"epochs": 24, "lr": 1e-3, "elastic": True, "input_size": None, "parallel_folds": 2}
+    assert type(changes["lr"]) is float
+    for pair, message in (("epoch=24", "'epoch=24': expected FIELD=VALUE"), ("epochs=x", "epochs takes an integer")):
+        with pytest.raises(ValueError, match=message):
+            variant.parse_changes([pair], DEMO_SETTINGS["cpu"])
+    table = pd.concat([pd.read_csv(path) for path in (runs / "tin-cv" / "ensemble").glob("predictions_test*.csv")
+                       if not path.stem.endswith("_videos")])
+    positives, negatives = table.loc[table["label"] == 1, "prob"], table.loc[table["label"] == 0, "prob"]
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    assert variant.pooled_auc(runs / "tin-cv", "ensemble") == pytest.approx(sum(pairs) / len(pairs))
+
+
 def test_oof_from_selected_epochs_is_labelled_optimistic(runs, tmp_path):
     """Default selection: each fold's best validation epoch scores those same patients, so the out-of-fold rows
     are 'oof_selected' and flagged optimistic in cv_summary.json, oof_predictions.csv and the report; folds that
