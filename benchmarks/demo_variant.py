@@ -24,7 +24,8 @@ from typing import Any
 import pandas as pd
 
 from alnvid import protocol
-from alnvid.stats import delong_ci
+from alnvid.runs import fold_folder
+from alnvid.train import prediction_auc, read_predictions
 
 
 def parse_changes(pairs: list[str], recipe: protocol.DemoSettings) -> dict[str, Any]:
@@ -52,12 +53,11 @@ def parse_changes(pairs: list[str], recipe: protocol.DemoSettings) -> dict[str, 
     return changes
 
 
-def pooled_auc(run: Path, folder: str) -> float:
-    """AUC over the patients of every test split (per-patient files) of one folder of a cv run ('ensemble' or
-    'fold_K')."""
-    files = sorted(path for path in (run / folder).glob("predictions_test*.csv") if not path.stem.endswith("_videos"))
-    table = pd.concat([pd.read_csv(path) for path in files])
-    return delong_ci(table["label"].to_numpy(), table["prob"].to_numpy()).auc
+def pooled_auc(folder: Path, files: dict[str, str]) -> float:
+    """AUC over the patients of every test split of a run folder, from the per-patient files its summary lists
+    (split -> path)."""
+    return prediction_auc(pd.concat([read_predictions(folder / path) for split, path in files.items()
+                                     if split.startswith("test")]))
 
 
 def main() -> None:
@@ -79,12 +79,13 @@ def main() -> None:
     protocol.run_protocol(args.out, settings=args.settings, seed=args.seed, models=(args.model,),
                           announce=lambda message: print(message, file=sys.stderr))
     run = args.out / "runs" / f"{args.model}-cv"
-    oof = pd.read_csv(run / "oof_predictions.csv")
-    folds = json.loads((run / "cv_summary.json").read_text())["num_folds"]
+    summary = json.loads((run / "cv_summary.json").read_text())
+    folds = [fold_folder(run, k) for k in range(summary["num_folds"])]
     result = {"seed": args.seed, "changes": changes, "wall_s": round(time.perf_counter() - start),
-              "oof_auc": delong_ci(oof["label"].to_numpy(), oof["prob"].to_numpy()).auc,
-              "pooled_test_auc": pooled_auc(run, "ensemble"),
-              "fold_pooled_test_auc": [pooled_auc(run, f"fold_{k}") for k in range(folds)]}
+              "oof_auc": summary["oof_auc"],
+              "pooled_test_auc": pooled_auc(run, summary["ensemble_predictions"]),
+              "fold_pooled_test_auc": [pooled_auc(fold, json.loads((fold / "summary.json").read_text())["predictions"])
+                                       for fold in folds]}
     if args.json:
         print(json.dumps(result))
     else:

@@ -574,7 +574,8 @@ def test_demo_variant_reads_field_values_and_pools_the_test_splits(runs):
                        if not path.stem.endswith("_videos")])
     positives, negatives = table.loc[table["label"] == 1, "prob"], table.loc[table["label"] == 0, "prob"]
     pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
-    assert variant.pooled_auc(runs / "tin-cv", "ensemble") == pytest.approx(sum(pairs) / len(pairs))
+    listed = json.loads((runs / "tin-cv" / "cv_summary.json").read_text())["ensemble_predictions"]
+    assert variant.pooled_auc(runs / "tin-cv", listed) == pytest.approx(sum(pairs) / len(pairs))
 
 
 def test_oof_from_selected_epochs_is_labelled_optimistic(runs, tmp_path):
