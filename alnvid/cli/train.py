@@ -138,7 +138,8 @@ def with_training_options(command: Callable) -> Callable:
     """Give a Typer command every `TRAINING_OPTIONS` option (--data and --model before its own options, the others
     after them), and pass their values to it as one dict, `training` (name -> value, None where not given), so that
     fit and cv declare the shared options once."""
-    own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "training"]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+           for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "training"]
     shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
               for name, (kind, option, _) in TRAINING_OPTIONS.items()]
 
@@ -147,7 +148,6 @@ def with_training_options(command: Callable) -> Callable:
         training = {name: values.pop(name) for name in TRAINING_OPTIONS}
         return command(training=training, **values)
 
-    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
     wrapper.__signature__ = inspect.Signature(shared[:2] + own + shared[2:])
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
     return wrapper
