@@ -38,7 +38,7 @@ from alnvid.runs import fold_folder, run_checkpoints
 from alnvid.train import (
     Hardware,
     build_datamodule,
-    build_module,
+    build_module_shape,
     check_disk_space,
     check_inputs,
     detect_hardware,
@@ -152,10 +152,10 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
         fit(fold_config, resume=(folder / "checkpoints" / "last.ckpt").is_file(), progress=progress,
             extra_callbacks=[FoldBookkeeping(folder / "fold.json", fold, folds)])
         _drop_resume_checkpoint(folder)
-    if waiting:  # decode and check every file once here, before the fold processes start (and write anything)
-        check_inputs(build_datamodule(config, manifest, progress), config)
+    if waiting:  # check the disk and decode every file once here, before the fold processes start (and write)
         at_once = [fold_folder(out, fold) for fold in waiting[:parallel_folds]]
-        check_disk_space(out, build_module(config), runs=at_once, later=len(waiting) - len(at_once))
+        check_disk_space(out, build_module_shape(config), runs=at_once, later=len(waiting) - len(at_once))
+        check_inputs(build_datamodule(config, manifest, progress), config)
         _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run

@@ -15,6 +15,7 @@ and CSVs equal a one-device run's, and only the first process (global rank 0) wr
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -143,6 +144,15 @@ def build_module(config: RunConfig) -> ALNClassifier:
     return module
 
 
+def build_module_shape(config: RunConfig) -> ALNClassifier:
+    """The run's module with its parameters on the meta device: their sizes, without initialising or loading them
+    (fast, and no random numbers drawn)."""
+    shape = copy.deepcopy(config)
+    shape.model.weights = None
+    with torch.device("meta"):
+        return build_module(shape)
+
+
 def fit(
     config: RunConfig,
     *,
@@ -173,12 +183,12 @@ def fit(
     comparison = DeLongComparison(compare_to, out, manifest=manifest) if compare_to else None
     loggers = build_loggers(config.trainer.loggers, out / "logs")
     datamodule = build_datamodule(config, manifest, progress)  # forms the folds or hold-out, or says why not
+    check_disk_space(out, build_module_shape(config))  # before the cache fill, which can take long
     check_inputs(datamodule, config)  # every file decoded and usable before anything is written
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = build_module(config)
     module.test_split_names = datamodule.test_split_names
-    check_disk_space(out, module)
     best, *stopping = selection_callbacks(config, out / "checkpoints")
     callbacks = [best, *stopping, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
                  BootstrapAUC(n_boot=500), *(extra_callbacks or []), *([comparison] if comparison else [])]

@@ -196,7 +196,8 @@ def test_fit_refuses_a_single_frame_before_writing(tiny_cohort, tmp_path):
 
 
 def test_fit_refuses_a_disk_too_full_for_its_checkpoints_before_writing(tiny_cohort, tmp_path, monkeypatch):
-    """TIN's 24 M float32 weights need about 7 x 94 MB of checkpoints at once; with 100 MB free, fit says so."""
+    """TIN's 24 M float32 weights need about 7 x 94 MB of checkpoints at once; with 100 MB free, fit says so before
+    it decodes anything into the cache (which can take long)."""
     import alnvid.train as train
 
     real = shutil.disk_usage
@@ -204,13 +205,13 @@ def test_fit_refuses_a_disk_too_full_for_its_checkpoints_before_writing(tiny_coh
     result = run("fit", *fit_args(tiny_cohort, tmp_path))
     weights = sum(p.numel() * 4 for p in train.build_module(RunConfig()).parameters())
     assert_refused(result, "0.10 GB are free", f"need about {7 * weights / 1e9:.2f} GB", "--out")
-    assert nothing_in(tmp_path / "run")
+    assert nothing_in(tmp_path / "run") and nothing_in(tmp_path / "cache")
 
 
 def test_cv_counts_the_checkpoints_of_every_fold_training_at_once(tiny_cohort, tmp_path, monkeypatch):
     """3 folds, 2 at a time: 2 x 7 copies of the weights while the first two train, and the third's best.ckpt
-    later, 15 copies. With room for 14.5, cv refuses before any fold folder is written and names --parallel-folds;
-    each fold alone would have passed fit's own check (7)."""
+    later, 15 copies. With room for 14.5, cv refuses before any fold folder or cache file is written and names
+    --parallel-folds; each fold alone would have passed fit's own check (7)."""
     import alnvid.train as train
 
     weights = sum(p.numel() * 4 for p in train.build_module(RunConfig()).parameters())
@@ -219,7 +220,7 @@ def test_cv_counts_the_checkpoints_of_every_fold_training_at_once(tiny_cohort, t
     result = run("cv", *fit_args(tiny_cohort, tmp_path), "--folds", "3", "--parallel-folds", "2")
     assert_refused(result, f"need about {15 * weights / 1e9:.2f} GB while it trains (2 folds training at once)",
                    "--parallel-folds")
-    assert nothing_in(tmp_path / "run")
+    assert nothing_in(tmp_path / "run") and nothing_in(tmp_path / "cache")
 
 # --- manifests that cannot be trained on ---------------------------------------------------------------------------
 
