@@ -352,7 +352,9 @@ def test_multi_clip_merges_overlapping_windows_per_frame(tmp_path):
         total[start:start + 4] += raw[0]
         count[start:start + 4] += 1
     expected = total / count[:, None, None]
-    np.testing.assert_allclose(result.heat, (expected / expected.max()).numpy(), atol=1e-5)
+    # the windows go through the network as one batch there and one by one here: CPU kernels chosen by batch size
+    # round differently (up to 7e-4 of the maximum on an AMD EPYC), far below what a wrong merge would change
+    np.testing.assert_allclose(result.heat, (expected / expected.max()).numpy(), atol=2e-3)
     assert result.logits.shape == (4, 2)
 
 
