@@ -720,3 +720,24 @@ def test_predict_then_stats_on_several_videos_per_patient(runs, tiny_cohort, tmp
                                                                           patients["prob"].to_numpy()))
     refused = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["stats", str(out)])
     assert refused.exit_code == 2 and "_patients.csv" in refused.output
+
+
+def test_run_all_skips_the_demo_benchmarks_without_a_demo(tmp_path, monkeypatch, capsys):
+    """`make bench` in a fresh checkout runs every benchmark with its defaults but does not train the demo: the
+    benchmarks that score runs/demo say how to get one; with a finished demo they run."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_all", Path(__file__).parents[1] / "benchmarks" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    started = []
+    monkeypatch.setattr(run_all.subprocess, "call", lambda command: started.append(Path(command[1]).name) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert run_all.main() == 0
+    assert "demo_validity.py" not in started and "demo_variant.py" not in started and "eval_clips.py" in started
+    assert "skipped: no finished demo in runs/demo. Run `make demo` first" in capsys.readouterr().out
+    (tmp_path / run_all.DEMO).parent.mkdir(parents=True)
+    (tmp_path / run_all.DEMO).write_text("{}")
+    run_all.main()
+    assert started.count("demo_validity.py") == 1
