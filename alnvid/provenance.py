@@ -1,4 +1,8 @@
-"""What produced a run: package and library versions, git commit, hardware, seed and manifest hash."""
+"""What produced a run: package and library versions, git commit, hardware, seed and manifest hash.
+
+The CPU, the vector instructions torch's kernels use and the thread count are recorded because a run repeats to
+the last digit on the same machine only: another CPU rounds differently, and the demo's AUCs move by a few
+hundredths (README, "The demo")."""
 from __future__ import annotations
 
 import platform
@@ -29,7 +33,21 @@ def provenance(*, seed: int, manifest_sha256: str | None) -> dict:
         "lightning": lightning.__version__,
         "cuda": torch.version.cuda if cuda else None,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
     }
+
+
+def _cpu_model() -> str | None:
+    """The processor's name (Linux: /proc/cpuinfo's first "model name"), else what `platform` knows, else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _git_commit() -> str | None:

@@ -327,7 +327,8 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
                   if "num_folds" in run.summary else "")  # whose test predictions the tables show
         lines.append(f"- **{run.name}** ({run.model}): alnvid {p.get('alnvid')}, commit {p.get('git_commit')}, "
                      f"seed {p.get('seed')}, manifest sha256 {str(p.get('manifest_sha256'))[:12]}, torch "
-                     f"{p.get('torch')}, CUDA {p.get('cuda')}, GPU {p.get('gpu')}, created {p.get('created_utc')}"
+                     f"{p.get('torch')}, CUDA {p.get('cuda')}, GPU {p.get('gpu')}, CPU {p.get('cpu')} "
+                     f"({p.get('cpu_capability')}, {p.get('threads')} threads), created {p.get('created_utc')}"
                      f"{tested}")
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import lightning as L
@@ -103,6 +104,8 @@ def test_fit_writes_every_artefact_and_resumes(tiny_cohort, tiny_data_config, tm
     assert RunConfig.load(out / "config.yaml") == config
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["seed"] == 0 and len(provenance["manifest_sha256"]) == 64
+    assert (provenance["cpu_capability"], provenance["threads"]) == (torch.backends.cpu.get_cpu_capability(),
+                                                                     torch.get_num_threads())
     assert (out / "gradcam" / "test_b" / "index.csv").is_file()
     test_b = pd.read_csv(out / "predictions_test_b.csv")
     assert list(test_b.columns) == ["patient_id", "label", "prob", "split"] and len(test_b) == 4
@@ -335,6 +338,7 @@ def test_report_tables_match_the_predictions(runs, tiny_cohort, tmp_path):
                  "roc_readers_test_b.png", "calibration_test_a.png", "curves_tin-cv_fold0.png"):
         assert name in markdown
     assert "2-fold cross-validation, test predictions of the best fold by validation AUC" in markdown
+    assert re.search(rf"CPU .* \({torch.backends.cpu.get_cpu_capability()}, \d+ threads\)", markdown)
 
 
 def test_compare_video_static_json(runs):
