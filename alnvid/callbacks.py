@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from alnvid.data.manifest import TRAIN_SPLITS, Manifest
 from alnvid.errors import AlnvidError, StatsInputError
 from alnvid.models.module import gather_rows, patient_scores
+from alnvid.provenance import provenance
 from alnvid.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_auc_ci
 from alnvid.stats.delong import delong_ci, delong_test
 from alnvid.stats.predictions import load_predictions, patient_level
@@ -53,6 +54,20 @@ class EpochHistory(L.Callback):
         history = history[history["epoch"] < trainer.current_epoch]
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         atomic_write_csv(history, self.path)
+
+
+class ProvenanceRecord(L.Callback):
+    """Writes the run's provenance.json (`alnvid.provenance`) as training starts, from the process that writes
+    files: its thread count is then the one training uses, as Lightning's CPU DDP divides the cores among its
+    processes only once `fit` has begun."""
+
+    def __init__(self, path: Path, seed: int, manifest_sha256: str | None):
+        self.path, self.seed, self.manifest_sha256 = Path(path), seed, manifest_sha256
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            atomic_write_text(self.path, json.dumps(provenance(seed=self.seed, manifest_sha256=self.manifest_sha256),
+                                                    indent=2))
 
 
 class EpochSeed(L.Callback):

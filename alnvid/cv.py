@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from alnvid.runs import fold_folder, run_checkpoints
 from alnvid.train import (
     Hardware,
     build_datamodule,
+    build_module,
     build_module_shape,
     check_disk_space,
     check_inputs,
@@ -154,8 +156,10 @@ def run_cv(config: RunConfig, folds: int = 5, *, only_fold: int | None = None, p
         _drop_resume_checkpoint(folder)
     if waiting:  # check the disk and decode every file once here, before the fold processes start (and write)
         at_once = [fold_folder(out, fold) for fold in waiting[:parallel_folds]]
-        check_disk_space(out, build_module_shape(config), runs=at_once, later=len(waiting) - len(at_once))
+        room = partial(check_disk_space, out, runs=at_once, later=len(waiting) - len(at_once))
+        room(build_module_shape(config))  # before the cache fill, which can take long
         check_inputs(build_datamodule(config, manifest, progress), config)
+        room(build_module(config))  # again once the cache has taken its space; a bad --weights file fails here too
         _run_folds_in_processes(config, folds, waiting, parallel_folds, on_fold_start, hardware.cores)
     if only_fold is not None or not is_global_zero():
         return None  # one fold alone, or not the writing process of a multi-device run

@@ -327,10 +327,17 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
                   if "num_folds" in run.summary else "")  # whose test predictions the tables show
         lines.append(f"- **{run.name}** ({run.model}): alnvid {p.get('alnvid')}, commit {p.get('git_commit')}, "
                      f"seed {p.get('seed')}, manifest sha256 {str(p.get('manifest_sha256'))[:12]}, torch "
-                     f"{p.get('torch')}, CUDA {p.get('cuda')}, GPU {p.get('gpu')}, CPU {p.get('cpu')} "
-                     f"({p.get('cpu_capability')}, {p.get('threads')} threads), created {p.get('created_utc')}"
+                     f"{p.get('torch')}, CUDA {p.get('cuda')}, GPU {p.get('gpu')}{_cpu(p)}, created {p.get('created_utc')}"
                      f"{tested}")
     return "\n".join(lines) + "\n"
+
+
+def _cpu(provenance: dict) -> str:
+    """', CPU <name> (<vector instructions>, <n> threads)' from a run's provenance; '' for runs recorded before
+    alnvid kept them."""
+    if not provenance.get("cpu_capability"):
+        return ""
+    return f", CPU {provenance.get('cpu')} ({provenance['cpu_capability']}, {provenance.get('threads')} threads)"
 
 
 def _html(markdown: str, out: Path) -> str:

@@ -36,7 +36,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from alnvid.callbacks import (BootstrapAUC, DeLongComparison, EpochHistory, EpochSeed, PeriodicCheckpoint,
-                              ValidationSchedule)
+                              ProvenanceRecord, ValidationSchedule)
 from alnvid.config import RunConfig, changed_result_settings
 from alnvid.data.crop import Box
 from alnvid.data.datamodule import (
@@ -51,7 +51,6 @@ from alnvid.models.module import ALNClassifier, gather_rows
 from alnvid.models.registry import check_consensus, get_model_spec
 from alnvid.models.trained import network_input_size, require_motion
 from alnvid.plots import plot_training_curves
-from alnvid.provenance import provenance
 from alnvid.stats import auc
 from alnvid.stats.predictions import patient_level
 from alnvid.utils import atomic_write_csv, atomic_write_text, available_cores
@@ -189,8 +188,10 @@ def fit(
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = build_module(config)
     module.test_split_names = datamodule.test_split_names
+    check_disk_space(out, module)  # again, now that the cache has taken its space
     best, *stopping = selection_callbacks(config, out / "checkpoints")
     callbacks = [best, *stopping, EpochHistory(out / "epochs.csv"), EpochSeed(config.trainer.seed),
+                 ProvenanceRecord(out / "provenance.json", config.trainer.seed, manifest.sha256),
                  BootstrapAUC(n_boot=500), *(extra_callbacks or []), *([comparison] if comparison else [])]
     if config.trainer.val_every > 1:
         callbacks.append(ValidationSchedule(config.trainer.val_every))
@@ -200,8 +201,6 @@ def fit(
     if is_global_zero():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.yaml")
-        atomic_write_text(out / "provenance.json", json.dumps(
-            provenance(seed=config.trainer.seed, manifest_sha256=manifest.sha256), indent=2))
     with warnings.catch_warnings(), interrupts_raised(trainer):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)

@@ -739,9 +739,17 @@ def test_run_all_skips_the_demo_benchmarks_without_a_demo(tmp_path, monkeypatch,
     monkeypatch.setattr(run_all.subprocess, "call", lambda command: started.append(Path(command[1]).name) or 0)
     monkeypatch.chdir(tmp_path)
     assert run_all.main() == 0
-    assert "demo_validity.py" not in started and "demo_variant.py" not in started and "eval_clips.py" in started
+    assert started and "demo_validity.py" not in started and "demo_variant.py" not in started
     assert "skipped: no finished demo in runs/demo. Run `make demo` first" in capsys.readouterr().out
     (tmp_path / run_all.DEMO).parent.mkdir(parents=True)
     (tmp_path / run_all.DEMO).write_text("{}")
     run_all.main()
     assert started.count("demo_validity.py") == 1
+
+
+def test_report_names_the_cpu_only_where_the_run_recorded_it():
+    """Runs recorded before alnvid kept the CPU show no 'CPU None' in the report's provenance lines."""
+    from alnvid.report import _cpu
+
+    assert _cpu({"gpu": None}) == ""
+    assert _cpu({"cpu": "AMD EPYC", "cpu_capability": "AVX512", "threads": 2}) == ", CPU AMD EPYC (AVX512, 2 threads)"
