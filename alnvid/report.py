@@ -333,8 +333,8 @@ def _markdown(runs, cohort, t2, t3, comparisons, reader_split, best_video, files
 
 
 def _cpu(provenance: dict) -> str:
-    """', CPU <name> (<vector instructions>, <n> threads)' from a run's provenance; '' for runs recorded before
-    alnvid kept them."""
+    """The CPU part of a run's provenance line: its name, vector instructions and threads; nothing for runs
+    recorded before provenance.json held them."""
     if not provenance.get("cpu_capability"):
         return ""
     return f", CPU {provenance.get('cpu')} ({provenance['cpu_capability']}, {provenance.get('threads')} threads)"
