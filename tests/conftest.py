@@ -9,6 +9,21 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = Path(__file__).parent / "fixtures"
 POCUS = SHARED / "data" / "pocus"
 ALN_ULTRA_INDEX = SHARED / "reference" / "aln_ultra" / "data_image_selected_video.json"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """A loader of `benchmarks/<name>.py` as a module: the benchmarks are scripts, not a package."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

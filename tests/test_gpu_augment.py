@@ -205,14 +205,8 @@ def test_fit_trains_with_augmentation_after_transfer(tiny_cohort, tiny_data_conf
         fit(config, resume=True)
 
 
-def test_data_pipeline_benchmark_tiny_runs_every_path():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "data_pipeline", Path(__file__).resolve().parents[1] / "benchmarks" / "data_pipeline.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+def test_data_pipeline_benchmark_tiny_runs_every_path(load_benchmark):
+    benchmark = load_benchmark("data_pipeline")
     results = benchmark.main(["--tiny", "--workers", "0", "--batches", "2", "--device", "cpu", "--json"])
     assert [(r["path"], r["workers"], r["device"]) for r in results] == [
         ("cpu", 0, "cpu"), ("gpu", 0, "cpu"), ("frames", 0, "cpu")]

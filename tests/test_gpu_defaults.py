@@ -156,19 +156,8 @@ def test_validation_bootstrap_runs_on_the_last_epoch_only():
     assert last.logged == {**early.logged, "val_auc_boot_low": boot.ci_low, "val_auc_boot_high": boot.ci_high}
 
 
-def _protocol_time():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "protocol_time.py"
-    spec = importlib.util.spec_from_file_location("protocol_time", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_protocol_time_tiny_runs_and_projects():
-    protocol_time = _protocol_time()
+def test_protocol_time_tiny_runs_and_projects(load_benchmark):
+    protocol_time = load_benchmark("protocol_time")
     rows = protocol_time.main(["--tiny", "--models", "tsm", "--warmup-epochs", "1", "--epochs", "1", "--json"])
     (row,) = rows
     assert row["model"] == "tsm" and row["device"] == "CPU" and row["precision"] == "32-true"

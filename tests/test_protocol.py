@@ -555,18 +555,12 @@ def test_demo_validity_oof_explains_each_fold_with_its_own_model(runs, tiny_coho
     assert splits["pooled"]["positives"] == int(oof["label"].sum())
 
 
-def test_demo_variant_reads_field_values_and_pools_the_test_splits(runs):
+def test_demo_variant_reads_field_values_and_pools_the_test_splits(runs, load_benchmark):
     """`benchmarks/demo_variant.py`: FIELD=VALUE pairs take the recipe field's type, bad ones are named, and the
     pooled AUC equals the share of correctly ordered (positive, negative) pairs of the ensemble's test patients."""
-    import importlib.util
-    from pathlib import Path
-
     from alnvid.protocol import DEMO_SETTINGS
 
-    spec = importlib.util.spec_from_file_location("demo_variant", Path(__file__).parents[1] / "benchmarks" /
-                                                  "demo_variant.py")
-    variant = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variant)
+    variant = load_benchmark("demo_variant")
     changes = variant.parse_changes(["epochs=24", "lr=1e-3", "elastic=yes", "input_size=none", "parallel_folds=2"],
                                     DEMO_SETTINGS["cpu"])
     assert changes == {"epochs": 24, "lr": 1e-3, "elastic": True, "input_size": None, "parallel_folds": 2}
@@ -726,15 +720,12 @@ def test_predict_then_stats_on_several_videos_per_patient(runs, tiny_cohort, tmp
     assert refused.exit_code == 2 and "_patients.csv" in refused.output
 
 
-def test_run_all_skips_the_demo_benchmarks_without_a_demo(tmp_path, monkeypatch, capsys):
+def test_run_all_skips_the_demo_benchmarks_without_a_demo(tmp_path, monkeypatch, capsys, load_benchmark):
     """`make bench` in a fresh checkout runs every benchmark with its defaults but does not train the demo: the
     benchmarks that score runs/demo say how to get one; with a finished demo they run."""
-    import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("run_all", Path(__file__).parents[1] / "benchmarks" / "run_all.py")
-    run_all = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_all)
+    run_all = load_benchmark("run_all")
     started = []
     monkeypatch.setattr(run_all.subprocess, "call", lambda command: started.append(Path(command[1]).name) or 0)
     monkeypatch.chdir(tmp_path)
