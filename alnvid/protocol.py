@@ -21,6 +21,7 @@ from alnvid.cv import CVResult, run_cv
 from alnvid.data.datamodule import ProgressFn
 from alnvid.data.demo import TEST_SHARE, make_demo_cohort, test_split_size
 from alnvid.errors import AlnvidError
+from alnvid.train import native_cpu_bf16
 from alnvid.utils import atomic_write_text
 
 COHORT_RECORD = "demo_cohort.json"
@@ -100,7 +101,7 @@ class DemoSettings:
 
     def clips_per_s(self, device: str) -> float:
         """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
-        rate, frames, pixels, ceiling, _ = THROUGHPUT[device]
+        rate, frames, pixels, ceiling, _ = THROUGHPUT[self._throughput_key(device)]
         return min(ceiling, rate * frames * pixels ** 2 / (self.frames * self.network_px ** 2))
 
     def expected_minutes(self, device: str) -> float:
@@ -110,25 +111,32 @@ class DemoSettings:
         trained = self.epochs * development * (self.folds - 1)
         validated = (self.epochs // self.val_every + (self.epochs % self.val_every > 0)) * development
         steps = (trained + validated / 3) * (1 + 1 / self.frames) / self.clips_per_s(device)
-        return (steps + 2 * self.folds * self.epochs * THROUGHPUT[device][4]) / 60
+        return (steps + 2 * self.folds * self.epochs * THROUGHPUT[self._throughput_key(device)][4]) / 60
+
+    def _throughput_key(self, device: str) -> str:
+        return "cpu-bf16" if device == "cpu" and self.precision == "bf16-mixed" else device
 
 
-THROUGHPUT = {"cpu": (6.4, 8, 48, float("inf"), 0.0), "gpu": (55.0, 16, 224, 100.0, 1.1)}
+THROUGHPUT = {"cpu": (6.4, 8, 48, float("inf"), 0.0), "cpu-bf16": (9.0, 8, 48, float("inf"), 0.0),
+              "gpu": (55.0, 16, 224, 100.0, 1.1)}
 """device -> (TIN training clips/s, at T, at px, ceiling, seconds per epoch outside training steps).
-CPU: 6.4 clips/s, the whole CPU demo's effective rate on 2 idle cores (seeds 0-2: 9.9-10.3 minutes of TIN and
-ResNet50 training, all overheads included, for 3,906 TIN-clip equivalents at T 8, 48 px, fused Adam, validated
-every 5 epochs). GPU: 55 clips/s and 1.1 s per
-epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of 100 clips/s, where decoding
-and augmenting on the CPU would limit smaller clips, is assumed."""
+CPU: 6.4 clips/s in fp32, the whole CPU demo's effective rate on 2 idle cores (seeds 0-2: 9.9-10.3 minutes of TIN
+and ResNet50 training, all overheads included, for 3,906 TIN-clip equivalents at T 8, 48 px, fused Adam, validated
+every 5 epochs); 'cpu-bf16': the same in bf16-mixed, on a CPU that has bf16 in hardware (`native_cpu_bf16`).
+GPU: 55 clips/s and 1.1 s per epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of
+100 clips/s, where decoding and augmenting on the CPU would limit smaller clips, is assumed."""
 
 
 DEMO_SETTINGS = {
     # lr, schedule and batch of the probe that learned on 2 cores (issue 9: fit --fast --epochs 12 --lr 5e-4).
     # Half the cohort is tested (42 + 42 patients): 84 develop the models, as 84 of 120 did before, and the paired
     # DeLong test gets the power that 36 test patients lacked (AUC standard error about 0.045 instead of 0.07).
+    # bf16 where the CPU has it in hardware: TIN's folds 25 % faster, the AUCs within 0.01 (README, "The demo").
     "cpu": DemoSettings("demo CPU", patients=168, folds=3, frames=8, resize=72, crop_size=64, input_size=48,
-                        epochs=20, lr=5e-4, schedule="cosine", batch_size=4, intensity=0.2, test_model="ensemble",
-                        selection="last", val_every=5, parallel_folds=3, test_share=0.25, gradcam_export=False),
+                        epochs=20, lr=5e-4, schedule="cosine", batch_size=4,
+                        precision="bf16-mixed" if native_cpu_bf16() else "32-true", intensity=0.2,
+                        test_model="ensemble", selection="last", val_every=5, parallel_folds=3, test_share=0.25,
+                        gradcam_export=False),
     # Measured once (seed 0, one H200, benchmarks/gpu_demo.sh): 5 min 49 s in all, TIN pooled test AUC 0.823 against
     # ResNet50's 0.570 (p < 0.0001); under-trained at 112 px after 20 epochs (README, "The demo").
     "gpu": DemoSettings("demo GPU", patients=160, folds=5, frames=8, resize=128, crop_size=112, epochs=20, lr=5e-4,

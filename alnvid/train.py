@@ -93,6 +93,14 @@ def detect_hardware(accelerator: str = "auto") -> Hardware:
     return Hardware(gpu=False, cores=cores)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX: e.g. AMD EPYC since Zen 4, Intel
+    Xeon since Cooper Lake). There bf16-mixed trains TIN and ResNet50 about 1.5 times as fast as fp32 (T 8, 48 px,
+    one thread, on a Zen 4 EPYC); elsewhere torch emulates bf16."""
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def resolve_auto(config: RunConfig, hardware: Hardware | None = None, *, processes: int = 1) -> dict[str, Any]:
     """Fix the settings left to the machine, in place, and return what the run uses.
 

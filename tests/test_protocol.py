@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -508,6 +510,25 @@ def test_demo_recipes_test_shares_and_gradcam_export():
     assert DEMO_SETTINGS["cpu"].test_share == 0.25 and DEMO_SETTINGS["cpu"].test_patients() == 84
     exports = {name: recipe.apply(RunConfig()).explain.export for name, recipe in DEMO_SETTINGS.items()}
     assert exports == {"cpu": False, "gpu": False, "study": True}  # the study keeps cv's Grad-CAM export
+
+
+def test_cpu_demo_trains_in_bf16_where_the_cpu_has_it():
+    """bf16-mixed where the kernel lists AVX512-BF16 or AMX among the CPU's flags (an independent reading of the
+    hardware), fp32 elsewhere; its time estimate uses the matching throughput."""
+    from alnvid.protocol import DEMO_SETTINGS, THROUGHPUT
+    from alnvid.train import native_cpu_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    assert native_cpu_bf16() == bool(flags & {"avx512_bf16", "amx_tile"})
+    recipe = DEMO_SETTINGS["cpu"]
+    assert recipe.precision == ("bf16-mixed" if native_cpu_bf16() else "32-true")
+    assert recipe.apply(RunConfig()).trainer.precision == recipe.precision
+    fp32, bf16 = replace(recipe, precision="32-true"), replace(recipe, precision="bf16-mixed")
+    assert fp32.clips_per_s("cpu") == THROUGHPUT["cpu"][0] and bf16.clips_per_s("cpu") == THROUGHPUT["cpu-bf16"][0]
+    assert bf16.expected_minutes("cpu") < fp32.expected_minutes("cpu")
 
 
 def test_demo_validity_scores_what_alnvid_explain_writes(runs, tiny_cohort, tmp_path):
