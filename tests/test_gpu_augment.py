@@ -197,7 +197,9 @@ def test_fit_trains_with_augmentation_after_transfer(tiny_cohort, tiny_data_conf
     assert describe_runtime(result.runtime) == "CPU: 32-true, default memory layout, 0 loader workers, augmentation " \
         "after collation"
     assert describe_runtime({**result.runtime, "device": "NVIDIA H100"}).endswith(", augmentation on the GPU")
-    assert describe_runtime({**result.runtime, "augment": "cpu"}).endswith(", augmentation in the loader workers")
+    assert describe_runtime({**result.runtime, "augment": "cpu"}).endswith(", augmentation in the training process")
+    assert describe_runtime({**result.runtime, "augment": "cpu", "workers": 2}).endswith(
+        ", 2 loader workers, augmentation in the loader workers")
     assert RunConfig.load(tmp_path / "run" / "config.yaml").data.augment_device == "gpu"
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "epochs.csv")["train_loss"]).all()
     config.data.augment_device = "cpu"

@@ -158,7 +158,8 @@ def describe_runtime(runtime: dict) -> str:
     if not runtime:
         return "settings not recorded"
     layout = "channels_last" if runtime["channels_last"] else "default memory layout"
-    where = {"cpu": "in the loader workers", "gpu": "on the GPU" if runtime["device"] != "CPU" else "after collation"}
+    workers = "in the loader workers" if runtime["workers"] else "in the training process"
+    where = {"cpu": workers, "gpu": "on the GPU" if runtime["device"] != "CPU" else "after collation"}
     augment = f", augmentation {where[runtime['augment']]}" if "augment" in runtime else ""
     return f"{runtime['device']}: {runtime['precision']}, {layout}, {runtime['workers']} loader workers{augment}"
 
