@@ -1,9 +1,9 @@
 """The whole study protocol in one call, as `make demo` runs it on the built-in demo cohort:
 demo cohort -> k-fold CV of a video and a static model -> video vs static comparison -> report -> Grad-CAM.
 
-Three recipes (`DEMO_SETTINGS`): 'cpu' (the default without a GPU: a demo that learns in about 12 minutes on
-2 cores), 'gpu' (the default with one: larger inputs, more epochs and patients, bf16) and 'study' (the
-study's protocol: T 16, 224 px, 300 epochs, 5 folds; hours on a GPU). A `--seed` drives the cohort, the
+Three recipes (`DEMO_SETTINGS`): 'cpu' (the default without a GPU: a demo that learns in about 7 minutes on
+2 cores with bf16, 11 in fp32), 'gpu' (the default with one: larger inputs, more epochs and patients, bf16) and
+'study' (the study's protocol: T 16, 224 px, 300 epochs, 5 folds; hours on a GPU). A `--seed` drives the cohort, the
 folds and the training, so another seed is an independent replication of the whole demo.
 """
 from __future__ import annotations
@@ -117,12 +117,13 @@ class DemoSettings:
         return "cpu-bf16" if device == "cpu" and self.precision == "bf16-mixed" else device
 
 
-THROUGHPUT = {"cpu": (6.4, 8, 48, float("inf"), 0.0), "cpu-bf16": (9.0, 8, 48, float("inf"), 0.0),
+THROUGHPUT = {"cpu": (6.4, 8, 48, float("inf"), 0.0), "cpu-bf16": (10.4, 8, 48, float("inf"), 0.0),
               "gpu": (55.0, 16, 224, 100.0, 1.1)}
 """device -> (TIN training clips/s, at T, at px, ceiling, seconds per epoch outside training steps).
 CPU: 6.4 clips/s in fp32, the whole CPU demo's effective rate on 2 idle cores (seeds 0-2: 9.9-10.3 minutes of TIN
 and ResNet50 training, all overheads included, for 3,906 TIN-clip equivalents at T 8, 48 px, fused Adam, validated
-every 5 epochs); 'cpu-bf16': the same in bf16-mixed, on a CPU that has bf16 in hardware (`native_cpu_bf16`).
+every 5 epochs); 'cpu-bf16': the same in bf16-mixed, on a CPU that has bf16 in hardware (`native_cpu_bf16`;
+seeds 0-2 on a Zen 4 EPYC: 5.9-6.2 minutes).
 GPU: 55 clips/s and 1.1 s per epoch measured on an H200 (issue 10: batch 4, bf16, channels_last); the ceiling of
 100 clips/s, where decoding and augmenting on the CPU would limit smaller clips, is assumed."""
 
