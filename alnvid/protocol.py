@@ -2,7 +2,7 @@
 demo cohort -> k-fold CV of a video and a static model -> video vs static comparison -> report -> Grad-CAM.
 
 Three recipes (`DEMO_SETTINGS`): 'cpu' (the default without a GPU: a demo that learns in about 7 minutes on
-2 cores with bf16, 11 in fp32), 'gpu' (the default with one: larger inputs, more epochs and patients, bf16) and
+2 cores with bf16, 11-14 in fp32), 'gpu' (the default with one: larger inputs, more epochs and patients, bf16) and
 'study' (the study's protocol: T 16, 224 px, 300 epochs, 5 folds; hours on a GPU). A `--seed` drives the cohort, the
 folds and the training, so another seed is an independent replication of the whole demo.
 """

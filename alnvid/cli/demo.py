@@ -16,7 +16,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the cohort, runs, report and Grad-CAM."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cohort, the folds and the training: another seed is "
                              "an independent replication."),
-    settings: Optional[str] = typer.Option(None, "--settings", help="cpu (about 7 min on 2 cores with bf16, 11 "
+    settings: Optional[str] = typer.Option(None, "--settings", help="cpu (about 7 min on 2 cores with bf16, 12 "
                                            "without), gpu (minutes on one GPU, bf16) or study (the study's T 16, "
                                            "224 px, 300 epochs, 5 folds: about 2 hours on one GPU). Default: gpu "
                                            "with a GPU, else cpu."),
