@@ -101,7 +101,7 @@ class DemoSettings:
 
     def clips_per_s(self, device: str) -> float:
         """TIN's expected training throughput on 'cpu' (2 cores) or 'gpu', from `THROUGHPUT` scaled by frames x px²."""
-        rate, frames, pixels, ceiling, _ = THROUGHPUT[self._throughput_key(device)]
+        rate, frames, pixels, ceiling, _ = self._throughput(device)
         return min(ceiling, rate * frames * pixels ** 2 / (self.frames * self.network_px ** 2))
 
     def expected_minutes(self, device: str) -> float:
@@ -111,10 +111,11 @@ class DemoSettings:
         trained = self.epochs * development * (self.folds - 1)
         validated = (self.epochs // self.val_every + (self.epochs % self.val_every > 0)) * development
         steps = (trained + validated / 3) * (1 + 1 / self.frames) / self.clips_per_s(device)
-        return (steps + 2 * self.folds * self.epochs * THROUGHPUT[self._throughput_key(device)][4]) / 60
+        return (steps + 2 * self.folds * self.epochs * self._throughput(device)[4]) / 60
 
-    def _throughput_key(self, device: str) -> str:
-        return "cpu-bf16" if device == "cpu" and self.precision == "bf16-mixed" else device
+    def _throughput(self, device: str) -> tuple[float, int, int, float, float]:
+        """The `THROUGHPUT` row for this device and this recipe's precision (a CPU in bf16 has its own)."""
+        return THROUGHPUT["cpu-bf16" if device == "cpu" and self.precision == "bf16-mixed" else device]
 
 
 THROUGHPUT = {"cpu": (6.4, 8, 48, float("inf"), 0.0), "cpu-bf16": (10.4, 8, 48, float("inf"), 0.0),
